@@ -1,0 +1,91 @@
+"""testmon-run probe plugin.
+
+Embedded in the testmon-run binary and loaded with ``-p`` into one run of the user's own
+command. Once pytest has parsed the command line and the ini files, it writes what the
+supervisor needs to know as one JSON object to ``TESTMON_RUN_PROBE_OUT`` and ends the
+session, before testmon (or anything else) has touched the database.
+
+Everything testmon-specific is computed by the installed testmon's own functions.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+PROTOCOL = 1
+
+
+def testmon_facts(config):
+    """What the installed testmon would use for this run, or None when it is not loaded."""
+    if not config.pluginmanager.hasplugin("testmon.pytest_testmon"):
+        try:
+            import testmon  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        except ImportError:
+            return None
+    # pylint: disable=import-outside-toplevel
+    from testmon import TESTMON_VERSION
+    from testmon import configure as tm_configure
+    from testmon import db as tm_db
+    from testmon.common import drop_patch_version, get_system_packages
+    from testmon.process_code import checksums_to_blob, methods_to_checksums
+    from testmon.testmon_core import eval_environment, get_data_file_path
+
+    tm_conf = tm_configure.header_collect_select(
+        config, None, cov_plugin=config.pluginmanager.get_plugin("_cov")
+    )
+    environment = config.getoption("environment_expression") or eval_environment(
+        config.getini("environment_expression")
+    )
+    system_packages = drop_patch_version(
+        get_system_packages(ignore=config.getini("testmon_ignore_dependencies"))
+    )
+    rootdir = str(config.rootpath)
+    return {
+        "version": TESTMON_VERSION,
+        "data_version": tm_db.DATA_VERSION,
+        "select": bool(tm_conf.select),
+        "collect": bool(tm_conf.collect),
+        "tmnet": bool(getattr(tm_conf, "tmnet", False)),
+        "message": tm_conf.message,
+        "environment": environment if environment else "default",
+        "system_packages": system_packages,
+        "python_version": (
+            f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+        ),
+        "datafile": os.path.abspath(os.path.join(rootdir, get_data_file_path())),
+        "placeholder_checksums": bytes(
+            checksums_to_blob(methods_to_checksums(["0match"]))
+        ).hex(),
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    option = config.option
+    facts = {
+        "protocol": PROTOCOL,
+        "pytest_version": pytest.__version__,
+        "rootdir": str(config.rootpath),
+        "inipath": str(config.inipath) if config.inipath else None,
+        "xdist": config.pluginmanager.hasplugin("xdist"),
+        "passthrough": bool(
+            getattr(option, "help", False)
+            or getattr(option, "version", False)
+            or getattr(option, "collectonly", False)
+            or getattr(option, "markers", False)
+            or getattr(option, "showfixtures", False)
+            or getattr(option, "show_fixtures_per_test", False)
+        ),
+        "maxfail": int(getattr(option, "maxfail", 0) or 0),
+        "verbose": int(getattr(option, "verbose", 0) or 0),
+        "color": str(getattr(option, "color", "auto")),
+        "testmon": testmon_facts(config),
+    }
+    out = os.environ["TESTMON_RUN_PROBE_OUT"]
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out_file:
+        json.dump(facts, out_file)
+    os.replace(tmp, out)
+    return 0

@@ -1,0 +1,346 @@
+"""testmon-run worker plugin.
+
+Embedded in the testmon-run binary and loaded into every worker with ``-p``. It makes
+pytest-testmon act as a worker of the native supervisor:
+
+- the main database is opened read-only and never written; the environment row the
+  supervisor pre-created is used as it is (``plan.json`` in ``TESTMON_RUN_DIR``);
+- testmon's own selection runs unchanged; its end-of-collection sync is reported to the
+  supervisor instead of being written;
+- fingerprints are computed by testmon's own code and written by testmon's own DB class,
+  into this worker's private spool file, which the supervisor merges;
+- tests are pulled from the supervisor one unit at a time, always one item ahead, so that
+  ``nextitem`` (and with it the teardown of higher-scoped fixtures) is right;
+- every message to the supervisor is one JSON line, through ``send``.
+
+Self-contained: imports only the standard library, pytest and (when active) testmon.
+"""
+
+import collections
+import io
+import json
+import os
+import socket
+import sys
+
+import pytest
+
+PROTOCOL = 1
+
+
+class SupervisorGone(Exception):
+    pass
+
+
+class Channel:
+    """JSON lines over the socket the supervisor handed us (TESTMON_RUN_FD)."""
+
+    def __init__(self, fd):
+        os.set_inheritable(fd, False)  # a test's subprocesses must not hold it open
+        self.sock = socket.socket(fileno=fd)
+        self.rfile = self.sock.makefile("rb")
+
+    def send(self, msg):
+        data = (json.dumps(msg, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise SupervisorGone(str(exc)) from None
+
+    def recv(self):
+        try:
+            line = self.rfile.readline()
+        except OSError as exc:
+            raise SupervisorGone(str(exc)) from None
+        if not line:
+            raise SupervisorGone("the supervisor closed the connection")
+        return json.loads(line)
+
+
+class Worker:
+    def __init__(self):
+        self.run_dir = os.environ["TESTMON_RUN_DIR"]
+        self.name = os.environ["TESTMON_RUN_WORKER"]
+        with open(os.path.join(self.run_dir, "plan.json"), encoding="utf-8") as plan_file:
+            self.plan = json.load(plan_file)
+        self.channel = Channel(int(os.environ["TESTMON_RUN_FD"]))
+        self.config = None
+        self.session = None
+        self.sync = None  # testmon's end-of-collection sync: the tests that exist
+        self.deselected = 0
+        self.collect_errors = []
+        self.reports = {}
+        self.spool = None
+        self.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
+
+    def send(self, msg):
+        self.channel.send(msg)
+
+    # -- configuration ------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_main(self, config):
+        self.config = config
+        # Never start xdist inside a worker, whatever addopts or the command line say.
+        if getattr(config.option, "numprocesses", None):
+            config.option.numprocesses = None
+        if getattr(config.option, "dist", None) not in (None, "no"):
+            config.option.dist = "no"
+        if getattr(config.option, "tx", None):
+            config.option.tx = []
+        if self.plan["testmon"]["active"]:
+            import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
+
+            tm_plugin.init_testmon_data = self.init_testmon_data
+        return (yield)
+
+    def init_testmon_data(self, config):
+        """Replaces testmon's init_testmon_data: same TestmonData, our database."""
+        from testmon import testmon_core  # pylint: disable=import-outside-toplevel
+
+        tm = self.plan["testmon"]
+        database = make_worker_db(self, tm)
+        kwargs = {
+            "rootdir": config.rootdir.strpath,
+            "database": database,
+            "environment": tm["environment"],
+            "system_packages": tm["system_packages"],
+        }
+        if hasattr(testmon_core.TestmonData, "for_local_run"):  # 2.2.x
+            data = testmon_core.TestmonData.for_local_run(**kwargs)
+            data.determine_stable()
+        else:  # 2.1.x
+            data = testmon_core.TestmonData(**kwargs)
+            data.determine_stable(False)
+
+        worker = self
+
+        def sync_db_fs_tests(retain):
+            worker.sync = sorted(set(retain).union(set(data.stable_test_names)))
+
+        data.sync_db_fs_tests = sync_db_fs_tests
+        config.testmon_data = data
+
+    def open_spool(self, tm):
+        if self.spool is None:
+            from testmon import db as tm_db  # pylint: disable=import-outside-toplevel
+
+            path = os.path.join(self.run_dir, f"spool-{self.name}.db")
+            spool = tm_db.DB(path)
+            with spool.con as con:
+                con.execute(
+                    "INSERT INTO environment (id, environment_name, system_packages, python_version)"
+                    " VALUES (?, ?, ?, ?)",
+                    (tm["exec_id"], tm["environment"], tm["system_packages"], tm["python_version"]),
+                )
+            self.spool = spool
+        return self.spool
+
+    def close_spool(self):
+        if self.spool is not None:
+            self.spool.con.close()
+            self.spool = None
+
+    # -- collection ---------------------------------------------------------------------
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collect_errors.append(
+                {
+                    "nodeid": report.nodeid,
+                    "text": render(self.config, report),
+                    "message": crash_message(report),
+                }
+            )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session):
+        self.session = session
+        self.send(
+            {
+                "t": "collected",
+                "nodeids": [item.nodeid for item in session.items],
+                "deselected": self.deselected,
+                "sync": self.sync,
+                "collect_errors": self.collect_errors,
+            }
+        )
+
+    # -- running ------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            return None  # pytest's own loop raises "N errors during collection"
+        if session.config.option.collectonly:
+            return None
+        items = {}
+        for item in session.items:
+            items.setdefault(item.nodeid, item)
+        queue = collections.deque()
+        no_more = False
+        while True:
+            while len(queue) < 2 and not no_more:
+                self.send({"t": "want"})
+                msg = self.recv()
+                if msg["t"] == "run":
+                    queue.extend(msg["nodeids"])
+                elif msg["t"] == "shutdown":
+                    no_more = True
+            if not queue:
+                break
+            item = items[queue.popleft()]
+            nextitem = items[queue[0]] if queue else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail or session.shouldstop:
+                break
+        return True
+
+    def recv(self):
+        try:
+            return self.channel.recv()
+        except SupervisorGone as exc:
+            pytest.exit(f"testmon-run worker {self.name}: {exc}", returncode=2)
+
+    def pytest_runtest_logreport(self, report):
+        self.reports.setdefault(report.nodeid, []).append(report_data(self.config, report))
+        if report.when == "teardown":
+            self.send(
+                {
+                    "t": "result",
+                    "nodeid": report.nodeid,
+                    "reports": self.reports.pop(report.nodeid),
+                }
+            )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session):
+        result = yield
+        self.close_spool()
+        try:
+            self.send(
+                {
+                    "t": "finished",
+                    "exitstatus": int(session.exitstatus),
+                    "shouldfail": bool(session.shouldfail),
+                    "shouldstop": bool(session.shouldstop),
+                }
+            )
+        except SupervisorGone:
+            pass
+        return result
+
+
+def make_worker_db(worker, tm):
+    """testmon's own DB class, opened read-only on the main datafile, writing to a spool."""
+    from testmon import db as tm_db  # pylint: disable=import-outside-toplevel
+
+    class WorkerDB(tm_db.DB):
+        def __init__(self):
+            # testmon deletes a datafile of another data version: never in a worker.
+            if tm_db.DATA_VERSION != tm["data_version"]:
+                raise pytest.UsageError(
+                    f"testmon-run: worker sees testmon data version {tm_db.DATA_VERSION}, "
+                    f"the supervisor prepared {tm['data_version']}"
+                )
+            super().__init__(tm["datafile"], readonly=True)
+
+        def initiate_execution(self, *_args, **_kwargs):
+            return {
+                "exec_id": tm["exec_id"],
+                "filenames": self.all_filenames(),
+                "packages_changed": tm["packages_changed"],
+            }
+
+        def insert_test_file_fps(self, tests_deps_n_outcomes, exec_id=None):
+            worker.open_spool(tm).insert_test_file_fps(tests_deps_n_outcomes, exec_id)
+
+        def write_attribute(self, *_args, **_kwargs):
+            pass  # the supervisor is the only writer
+
+        def finish_execution(self, *_args, **_kwargs):
+            pass  # done once by the supervisor, after the merge
+
+    return WorkerDB()
+
+
+def report_data(config, report):
+    category, letter, word = config.hook.pytest_report_teststatus(report=report, config=config)
+    if isinstance(word, tuple):
+        word = word[0]
+    data = {
+        "when": report.when,
+        "outcome": report.outcome,
+        "category": category,
+        "letter": letter,
+        "word": word,
+        "duration": report.duration,
+        "head_line": report.head_line or report.nodeid,
+    }
+    if report.failed:
+        data["text"] = render(config, report)
+        data["message"] = crash_message(report)
+        data["summary_line"] = summary_line(config, report)
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        data["message"] = str(report.longrepr[2])
+    if hasattr(report, "wasxfail"):
+        data["wasxfail"] = report.wasxfail
+    return data
+
+
+def render(config, report):
+    """A failed report as pytest's terminal prints it in FAILURES/ERRORS."""
+    from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
+
+    buf = io.StringIO()
+    writer = TerminalWriter(file=buf)
+    writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
+    report.toterminal(writer)
+    showcapture = getattr(config.option, "showcapture", "all")
+    if showcapture != "no":
+        for secname, content in report.sections:
+            if showcapture != "all" and showcapture not in secname:
+                continue
+            writer.sep("-", secname)
+            if content[-1:] == "\n":
+                content = content[:-1]
+            writer.line(content)
+    return buf.getvalue()
+
+
+def summary_line(config, report):
+    """The report's line in pytest's "short test summary info", as pytest writes it."""
+    try:
+        from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
+        from _pytest.terminal import (  # pylint: disable=import-outside-toplevel
+            _get_line_with_reprcrash_message,
+        )
+
+        writer = TerminalWriter(file=io.StringIO())
+        writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
+        return _get_line_with_reprcrash_message(config, report, writer, {"red": True})
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def crash_message(report):
+    reprcrash = getattr(report.longrepr, "reprcrash", None)
+    if reprcrash is not None:
+        return str(reprcrash.message)
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+
+
+def pytest_configure(config):
+    """Registered as a plugin module: the Worker instance does the work."""
+
+
+if "TESTMON_RUN_FD" in os.environ:
+    _WORKER = Worker()
+
+    def pytest_addhooks(pluginmanager):
+        pluginmanager.register(_WORKER, "testmon_run_worker")

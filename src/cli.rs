@@ -1,0 +1,178 @@
+//! The command line: clap flags turned into a checked `Config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::exit::Fatal;
+
+const EXAMPLES: &str = "\
+Examples:
+  testmon-run -n 2 -- pytest --testmon
+  testmon-run -n auto -- .venv/bin/pytest --testmon tests/unit
+  testmon-run -n 4 --dist loadfile -- python -m pytest --testmon -x
+  testmon-run --datafile /tmp/ci.testmondata -- pytest --testmon
+
+Everything after `--` is the pytest command, as you would type it.
+Exit codes are pytest's: 0 ok, 1 tests failed, 2 interrupted, 3 internal error,
+4 usage error, 5 no tests collected.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dist {
+    /// Single tests, longest first.
+    Load,
+    /// Tests grouped by module and class.
+    Loadscope,
+    /// Tests grouped by file.
+    Loadfile,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "testmon-run",
+    version,
+    about = "Run pytest-testmon's selected tests on N parallel pytest workers.",
+    after_help = EXAMPLES
+)]
+struct Args {
+    /// Number of workers: a number, or `auto` for the CPUs this process may use; 0 runs the
+    /// command as it is, without workers.
+    #[arg(short = 'n', long = "numprocesses", value_name = "N|auto", default_value = "auto")]
+    workers: String,
+
+    /// How tests are grouped into units of work.
+    #[arg(long, value_enum, default_value_t = Dist::Load)]
+    dist: Dist,
+
+    /// The testmon database (default: $TESTMON_DATAFILE, or .testmondata in pytest's rootdir).
+    #[arg(long, value_name = "PATH")]
+    datafile: Option<PathBuf>,
+
+    /// Keep the run directory (plan, spools, worker logs) for debugging.
+    #[arg(long)]
+    keep_run_dir: bool,
+
+    /// The pytest command, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// A checked configuration for one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// 0 means: run the command unsupervised.
+    pub workers: usize,
+    pub dist: Dist,
+    pub datafile: Option<PathBuf>,
+    pub keep_run_dir: bool,
+    pub command: Vec<OsString>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Config),
+    /// `--help` or `--version`: the text to print on stdout.
+    Info(String),
+}
+
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal> {
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            return match err.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    Ok(Parsed::Info(err.render().to_string()))
+                }
+                _ => Err(Fatal::Usage(first_line(&err.render().to_string()))),
+            };
+        }
+    };
+    if args.command.is_empty() {
+        return Err(Fatal::Usage(
+            "no command given: put the pytest command after `--`, e.g. `testmon-run -n 2 -- pytest --testmon`"
+                .into(),
+        ));
+    }
+    Ok(Parsed::Run(Config {
+        workers: parse_workers(&args.workers)?,
+        dist: args.dist,
+        datafile: args.datafile,
+        keep_run_dir: args.keep_run_dir,
+        command: args.command,
+    }))
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    line.trim_start_matches("error: ").to_string()
+}
+
+fn parse_workers(value: &str) -> Result<usize, Fatal> {
+    if value == "auto" {
+        return Ok(auto_workers());
+    }
+    value.parse::<usize>().map_err(|_| {
+        Fatal::Usage(format!(
+            "invalid value '{value}' for -n: expected a number of workers (0 or more) or `auto`"
+        ))
+    })
+}
+
+/// The CPUs this process may use, as xdist's `-n auto` (PYTEST_XDIST_AUTO_NUM_WORKERS wins).
+fn auto_workers() -> usize {
+    if let Some(n) = std::env::var("PYTEST_XDIST_AUTO_NUM_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, Fatal> {
+        let args = std::iter::once("testmon-run").chain(args.iter().copied()).map(OsString::from);
+        match parse(args)? {
+            Parsed::Run(config) => Ok(config),
+            Parsed::Info(text) => panic!("unexpected info: {text}"),
+        }
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let config = run(&["-n", "3", "--dist", "loadfile", "--", "pytest", "--testmon", "-x"]).unwrap();
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.dist, Dist::Loadfile);
+        assert_eq!(config.command, ["pytest", "--testmon", "-x"].map(OsString::from));
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            &["-n", "-1", "--", "pytest"][..],
+            &["-n", "two", "--", "pytest"],
+            &["--dist", "each", "--", "pytest"],
+            &["-n", "2"],
+            &["--bogus", "--", "pytest"],
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(matches!(err, Fatal::Usage(_)), "{args:?}: {err:?}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn help_has_examples() {
+        let parsed = parse(["testmon-run", "--help"].map(OsString::from)).unwrap();
+        match parsed {
+            Parsed::Info(text) => assert!(text.contains("testmon-run -n 2 -- pytest --testmon")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

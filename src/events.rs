@@ -1,0 +1,20 @@
+//! The events the supervisor's loop handles: worker messages and OS signals.
+
+use crate::protocol::FromWorker;
+
+#[derive(Debug)]
+pub enum Event {
+    Message { worker: usize, msg: FromWorker },
+    /// A line that is not a message of our protocol.
+    Garbage { worker: usize, detail: String },
+    /// The worker's end of the socket closed (it exited, or closed it).
+    Closed { worker: usize },
+    Signal(SignalEvent),
+}
+
+/// OS signals, as the supervisor cares about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalEvent {
+    /// SIGINT, SIGTERM, SIGHUP: stop the run.
+    Interrupt,
+}

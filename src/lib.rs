@@ -1,0 +1,252 @@
+//! testmon-run: pytest-testmon's test selection on N parallel pytest workers.
+//!
+//! One run: probe → prepare → spawn → supervise → record → report, the run directory
+//! removed on the way out.
+
+pub mod cli;
+pub mod db;
+pub mod events;
+pub mod exit;
+pub mod plan;
+pub mod probe;
+pub mod protocol;
+pub mod pycommand;
+pub mod record;
+pub mod report;
+pub mod rundir;
+pub mod scheduler;
+pub mod signals;
+pub mod supervisor;
+pub mod terminal;
+pub mod worker;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Config, Parsed};
+use crate::exit::Fatal;
+use crate::plan::Plan;
+use crate::probe::Testmon;
+use crate::rundir::RunDir;
+use crate::supervisor::{RunOutcome, Supervisor};
+
+/// Parses the arguments, runs, and returns the exit code; errors are printed as one line.
+pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
+    let config = match cli::parse(args) {
+        Ok(Parsed::Run(config)) => config,
+        Ok(Parsed::Info(text)) => {
+            print!("{text}");
+            return exit::OK;
+        }
+        Err(err) => {
+            eprintln!("testmon-run: error: {err}");
+            return err.code();
+        }
+    };
+    match run(&config) {
+        Ok(code) => code,
+        Err(err) => {
+            if !matches!(err.downcast_ref::<Fatal>(), Some(Fatal::Pytest(_))) {
+                let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+                eprintln!("testmon-run: error: {}", chain.join(": ").replace('\n', " "));
+            }
+            exit::code_of(&err)
+        }
+    }
+}
+
+pub fn run(config: &Config) -> Result<u8> {
+    let started = Instant::now();
+    let datafile = config.datafile.as_deref().map(absolute).transpose()?;
+    if config.workers == 0 {
+        return Err(passthrough(&config.command, datafile.as_deref()));
+    }
+    let run_dir = RunDir::create(config.keep_run_dir)?;
+    let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
+    if facts.passthrough {
+        drop(run_dir);
+        return Err(passthrough(&config.command, datafile.as_deref()));
+    }
+    let testmon = facts.testmon.as_ref().filter(|tm| tm.active());
+    if let Some(tm) = testmon {
+        check_supported(tm)?;
+    }
+    let prepared = testmon.map(record::prepare).transpose()?;
+    run_dir.write_plan(&Plan::new(testmon.zip(prepared.as_ref().map(|p| p.env))))?;
+
+    let width = terminal::width();
+    let color = terminal::color(&facts.color);
+    println!("{}", header(config.workers, &facts, testmon, prepared.as_ref()));
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let _signals = signals::SignalForwarder::start(events_tx.clone())?;
+    let testrun_uid = testrun_uid();
+    let worker_datafile = testmon.map(|tm| tm.datafile.clone()).or(datafile);
+    let mut workers = Vec::with_capacity(config.workers);
+    for index in 0..config.workers {
+        let spec = worker::Spec {
+            index,
+            count: config.workers,
+            command: &config.command,
+            python_path: &run_dir.python_path(),
+            run_dir: run_dir.path(),
+            datafile: worker_datafile.as_deref(),
+            exec_id: prepared.as_ref().map(|p| p.env.id),
+            testrun_uid: &testrun_uid,
+            log: run_dir.log(&worker::name(index)),
+            color,
+            columns: width,
+        };
+        workers.push(worker::Worker::spawn(&spec, events_tx.clone())?);
+    }
+    drop(events_tx);
+    let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
+    let no_durations = Default::default();
+    let durations = prepared.as_ref().map_or(&no_durations, |p| &p.durations);
+    let outcome = Supervisor::new(workers, events_rx, durations, config.dist, facts.maxfail).run();
+
+    if let (Some(tm), Some(prepared)) = (testmon, prepared.as_ref()) {
+        let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
+        record::record(tm, prepared.env, outcome.sync.as_deref(), &spools)
+            .context("recording the run in testmon's database")?;
+    }
+    print!("{}", final_report(&outcome, width, started.elapsed().as_secs_f64()));
+    Ok(exit_code(&outcome))
+}
+
+/// Runs the command as it is, in place of this process (`-n 0`, `--help`, `--collect-only`).
+fn passthrough(command: &[OsString], datafile: Option<&Path>) -> anyhow::Error {
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if let Some(datafile) = datafile {
+        cmd.env("TESTMON_DATAFILE", datafile);
+    }
+    let err = cmd.exec();
+    if err.kind() == std::io::ErrorKind::NotFound {
+        return Fatal::Usage(format!("command not found: {}", command[0].to_string_lossy())).into();
+    }
+    anyhow::Error::new(err).context(format!("running {}", pycommand::display(command)))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir().context("reading the current directory")?.join(path))
+    }
+}
+
+fn check_supported(tm: &Testmon) -> Result<()> {
+    if tm.tmnet {
+        return Err(Fatal::Usage("--tmnet is not supported by testmon-run".into()).into());
+    }
+    if db::schema_sql(tm.data_version).is_none() {
+        return Err(Fatal::Usage(format!(
+            "unsupported pytest-testmon {} (data version {}); supported: 2.1.x and 2.2.x",
+            tm.version, tm.data_version
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn header(workers: usize, facts: &probe::Facts, testmon: Option<&Testmon>, prepared: Option<&record::Prepared>) -> String {
+    let mut line = format!(
+        "testmon-run {}: {workers} worker{}, pytest {}",
+        env!("CARGO_PKG_VERSION"),
+        if workers == 1 { "" } else { "s" },
+        facts.pytest_version
+    );
+    match (testmon, prepared) {
+        (Some(tm), Some(prepared)) => {
+            line.push_str(&format!(", testmon {}, environment {}", tm.version, tm.environment));
+            if prepared.created {
+                line.push_str(", new DB");
+            } else if prepared.env.packages_changed {
+                line.push_str(", packages changed: all tests run");
+            }
+            if let Some(message) = tm.message.as_deref() {
+                let message = message.trim_start_matches("testmon:").trim().trim_end_matches(',');
+                if !message.is_empty() {
+                    line.push_str(&format!(" ({message})"));
+                }
+            }
+        }
+        _ => line.push_str(", testmon off"),
+    }
+    line
+}
+
+fn final_report(outcome: &RunOutcome, width: usize, seconds: f64) -> String {
+    let mut out = String::new();
+    for warning in &outcome.warnings {
+        out.push_str(&format!("testmon-run: warning: {warning}\n"));
+    }
+    out.push_str(&report::failures_text(&outcome.results, &outcome.collect_errors, width));
+    for problem in &outcome.problems {
+        out.push_str(&format!("testmon-run: error: {problem}\n"));
+    }
+    if !outcome.not_run.is_empty() {
+        out.push_str(&format!("testmon-run: {} tests were not run:\n", outcome.not_run.len()));
+        for nodeid in outcome.not_run.iter().take(20) {
+            out.push_str(&format!("  {nodeid}\n"));
+        }
+    }
+    if let Some(n) = outcome.stopped_after {
+        out.push_str(&report::sep('!', &format!("stopping after {n} failure{}", if n == 1 { "" } else { "s" }), width));
+    }
+    if outcome.interrupted {
+        out.push_str(&report::sep('!', "KeyboardInterrupt", width));
+    } else if !outcome.collect_errors.is_empty() && outcome.exitstatus.iter().flatten().any(|&s| s == 2) {
+        let n = outcome.collect_errors.len();
+        out.push_str(&report::sep(
+            '!',
+            &format!("Interrupted: {n} error{} during collection", if n == 1 { "" } else { "s" }),
+            width,
+        ));
+    }
+    let stats = report::stats(&outcome.results, &outcome.collect_errors, outcome.deselected);
+    out.push_str(&report::summary_line(&stats, seconds, width));
+    out
+}
+
+fn exit_code(outcome: &RunOutcome) -> u8 {
+    let statuses: Vec<i32> = outcome.exitstatus.iter().flatten().copied().collect();
+    let failed = outcome
+        .results
+        .iter()
+        .flat_map(|r| &r.reports)
+        .any(|rep| rep.outcome == "failed" || rep.category == "failed" || rep.category == "error");
+    exit::Outcome {
+        usage_error: statuses.contains(&i32::from(exit::USAGE_ERROR)),
+        internal_error: !outcome.problems.is_empty()
+            || !outcome.not_run.is_empty()
+            || statuses.contains(&i32::from(exit::INTERNAL_ERROR)),
+        interrupted: outcome.interrupted || statuses.contains(&i32::from(exit::INTERRUPTED)),
+        collection_errors: false,
+        failures: failed || !outcome.collect_errors.is_empty(),
+        tests_run: outcome.run_list.len(),
+        deselected_by_testmon: outcome.exitstatus.first().copied().flatten() == Some(0),
+    }
+    .exit_code()
+}
+
+/// One id per run, as xdist's PYTEST_XDIST_TESTRUNUID (32 hex digits).
+fn testrun_uid() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

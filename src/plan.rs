@@ -1,0 +1,56 @@
+//! The run's plan: what every worker reads from the run directory before it starts.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::db::EnvironmentRow;
+use crate::probe::Testmon;
+use crate::protocol::PROTOCOL;
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub protocol: u32,
+    pub testmon: PlanTestmon,
+}
+
+/// testmon's side of the plan; `active: false` when testmon neither selects nor collects.
+#[derive(Debug, Serialize)]
+pub struct PlanTestmon {
+    pub active: bool,
+    pub exec_id: Option<i64>,
+    pub packages_changed: bool,
+    pub environment: Option<String>,
+    pub system_packages: Option<String>,
+    pub python_version: Option<String>,
+    pub data_version: Option<i64>,
+    pub datafile: Option<PathBuf>,
+}
+
+impl Plan {
+    pub fn new(testmon: Option<(&Testmon, EnvironmentRow)>) -> Plan {
+        let testmon = match testmon {
+            Some((tm, env)) => PlanTestmon {
+                active: true,
+                exec_id: Some(env.id),
+                packages_changed: env.packages_changed,
+                environment: Some(tm.environment.clone()),
+                system_packages: Some(tm.system_packages.clone()),
+                python_version: Some(tm.python_version.clone()),
+                data_version: Some(tm.data_version),
+                datafile: Some(tm.datafile.clone()),
+            },
+            None => PlanTestmon {
+                active: false,
+                exec_id: None,
+                packages_changed: false,
+                environment: None,
+                system_packages: None,
+                python_version: None,
+                data_version: None,
+                datafile: None,
+            },
+        };
+        Plan { protocol: PROTOCOL, testmon }
+    }
+}

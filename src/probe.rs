@@ -1,0 +1,117 @@
+//! The probe: the user's own command, run once with the probe plugin, tells us pytest's
+//! rootdir and options and what the installed testmon would use for this run.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::exit::{self, Fatal};
+use crate::pycommand;
+use crate::rundir::{RunDir, PROBE_MODULE};
+
+pub const PROTOCOL: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Facts {
+    pub protocol: u32,
+    pub pytest_version: String,
+    pub rootdir: PathBuf,
+    /// `--help`, `--version`, `--collect-only` and the like: run the command as it is.
+    pub passthrough: bool,
+    pub maxfail: u64,
+    pub verbose: i64,
+    pub color: String,
+    pub testmon: Option<Testmon>,
+}
+
+/// What the installed testmon computes for this run, by its own functions.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Testmon {
+    pub version: String,
+    pub data_version: i64,
+    pub select: bool,
+    pub collect: bool,
+    pub tmnet: bool,
+    pub message: Option<String>,
+    pub environment: String,
+    pub system_packages: String,
+    pub python_version: String,
+    pub datafile: PathBuf,
+    /// The blob testmon stores for a collected test that has not run yet ("0match").
+    pub placeholder_checksums: String,
+}
+
+impl Testmon {
+    pub fn active(&self) -> bool {
+        self.select || self.collect
+    }
+}
+
+pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> Result<Facts> {
+    let out = run_dir.probe_output();
+    let mut cmd = pycommand::with_plugin(command, PROBE_MODULE, &run_dir.python_path(), datafile);
+    cmd.env("TESTMON_RUN_PROBE_OUT", &out).stdin(Stdio::null());
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Fatal::Usage(format!(
+                "command not found: {}",
+                command[0].to_string_lossy()
+            ))
+            .into())
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("running {}", pycommand::display(command)))
+        }
+    };
+    if out.exists() {
+        let text = std::fs::read_to_string(&out).context("reading the probe's answer")?;
+        let facts: Facts = serde_json::from_str(&text).context("parsing the probe's answer")?;
+        if facts.protocol != PROTOCOL {
+            return Err(Fatal::Internal(format!(
+                "probe protocol {} does not match this testmon-run ({PROTOCOL})",
+                facts.protocol
+            ))
+            .into());
+        }
+        return Ok(facts);
+    }
+    // pytest ended before our plugin ran: a usage error, or not pytest at all.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let code = output.status.code();
+    let looks_like_pytest = stderr.contains("pytest") || stdout.contains("pytest");
+    if code == Some(i32::from(exit::USAGE_ERROR)) && looks_like_pytest {
+        eprint!("{stderr}");
+        return Err(Fatal::Pytest(exit::USAGE_ERROR).into());
+    }
+    if looks_like_pytest && stderr.contains("ModuleNotFoundError") && stderr.contains(PROBE_MODULE) {
+        return Err(Fatal::Internal(
+            "pytest could not import the probe plugin (is PYTHONPATH honoured by the command?)".into(),
+        )
+        .into());
+    }
+    let detail = stderr
+        .lines()
+        .chain(stdout.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap_or("no output");
+    let status = code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+    if looks_like_pytest {
+        eprint!("{stderr}");
+        return Err(Fatal::Internal(format!(
+            "pytest ended before the probe ran ({status}): {detail}"
+        ))
+        .into());
+    }
+    Err(Fatal::Usage(format!(
+        "`{}` does not look like a pytest command ({status}): {detail}",
+        pycommand::display(command)
+    ))
+    .into())
+}

@@ -1,0 +1,103 @@
+//! The JSON-lines messages between the supervisor and its workers (python/worker.py).
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes; a worker of another build is refused.
+pub const PROTOCOL: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum FromWorker {
+    Hello { protocol: u32, worker: String, pid: u32 },
+    /// The worker's collection, in testmon's order, after testmon's selection.
+    Collected {
+        nodeids: Vec<String>,
+        deselected: u64,
+        /// What testmon's end-of-collection sync would keep (None: no sync, as after
+        /// collection errors).
+        sync: Option<Vec<String>>,
+        collect_errors: Vec<CollectError>,
+    },
+    /// The worker has at most one test left: it wants the next unit.
+    Want,
+    /// One test's reports (setup, call, teardown).
+    Result { nodeid: String, reports: Vec<Report> },
+    Finished { exitstatus: i32, shouldfail: bool, shouldstop: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CollectError {
+    pub nodeid: String,
+    pub text: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One pytest report, with pytest's own classification (pytest_report_teststatus).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Report {
+    pub when: String,
+    pub outcome: String,
+    pub category: String,
+    #[serde(default)]
+    pub letter: String,
+    #[serde(default)]
+    pub word: String,
+    pub duration: f64,
+    pub head_line: String,
+    /// The failure as pytest's terminal prints it.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The line pytest's "short test summary info" shows for it.
+    #[serde(default)]
+    pub summary_line: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToWorker {
+    Run { nodeids: Vec<String> },
+    Shutdown,
+}
+
+/// One line from a worker: a message, or what made it unreadable.
+pub fn parse(line: &str) -> Result<FromWorker, String> {
+    serde_json::from_str(line).map_err(|err| {
+        let shown: String = line.chars().take(80).collect();
+        format!("unreadable message from worker ({err}): {shown:?}")
+    })
+}
+
+pub fn encode(msg: &ToWorker) -> String {
+    let mut line = serde_json::to_string(msg).expect("ToWorker serializes");
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_worker_messages() {
+        assert_eq!(parse(r#"{"t": "want"}"#), Ok(FromWorker::Want));
+        let msg = parse(r#"{"t":"hello","protocol":1,"worker":"gw0","pid":42}"#).unwrap();
+        assert_eq!(msg, FromWorker::Hello { protocol: 1, worker: "gw0".into(), pid: 42 });
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for line in ["", "garbage", r#"{"t":"nope"}"#, r#"{"t":"result"}"#, "\u{0}\u{1}"] {
+            assert!(parse(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn encodes_one_line_per_message() {
+        let line = encode(&ToWorker::Run { nodeids: vec!["t.py::a[x\ny]".into()] });
+        assert_eq!(line, "{\"t\":\"run\",\"nodeids\":[\"t.py::a[x\\ny]\"]}\n");
+        assert_eq!(encode(&ToWorker::Shutdown), "{\"t\":\"shutdown\"}\n");
+    }
+}

@@ -1,0 +1,81 @@
+//! Preparing testmon's database before a run and recording the run in it afterwards.
+//! The supervisor is the only writer; workers only read the main datafile.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::db::{self, EnvironmentRow, Semantics};
+use crate::probe::Testmon;
+
+pub struct Prepared {
+    pub env: EnvironmentRow,
+    /// testmon's "new DB".
+    pub created: bool,
+    pub durations: HashMap<String, f64>,
+}
+
+/// Opens or creates the datafile and fetches or creates this run's environment row.
+pub fn prepare(tm: &Testmon) -> Result<Prepared> {
+    let mut opened = db::open_main(&tm.datafile, tm.data_version)?;
+    let env = db::fetch_or_create_environment(
+        &mut opened.conn,
+        &tm.environment,
+        &tm.system_packages,
+        &tm.python_version,
+        Semantics::for_data_version(tm.data_version),
+    )
+    .context("preparing testmon's environment")?;
+    db::touch_survey_date(&opened.conn, today())?;
+    let durations = db::durations(&opened.conn, env.id)?;
+    close(opened.conn)?;
+    Ok(Prepared { env, created: opened.created, durations })
+}
+
+/// Records the run: testmon's end-of-collection sync (when a worker reported one), every
+/// spool, then the statistics and the vacuum. With `collect` off (testmon only selects),
+/// nothing is written; the file is only checkpointed.
+pub fn record(
+    tm: &Testmon,
+    env: EnvironmentRow,
+    sync: Option<&[String]>,
+    spools: &[PathBuf],
+) -> Result<usize> {
+    let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
+    let mut merged = 0;
+    if tm.collect {
+        if let Some(collected) = sync {
+            let placeholder = hex(&tm.placeholder_checksums)?;
+            db::sync_tests(&mut conn, env.id, collected, &placeholder).context("syncing collected tests")?;
+        }
+        for spool in spools.iter().filter(|p| p.exists()) {
+            merged += db::merge_spool(&mut conn, spool, env.id)?.tests;
+        }
+        db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
+    }
+    close(conn)?;
+    Ok(merged)
+}
+
+/// Leaves one self-contained file: the WAL checkpointed into it and removed.
+fn close(conn: rusqlite::Connection) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.close().map_err(|(_, err)| err).context("closing the datafile")
+}
+
+fn hex(text: &str) -> Result<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .context("reading the probe's placeholder checksums")
+}
+
+/// Days since 1970-01-01, UTC.
+fn today() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 86_400) as i64
+}

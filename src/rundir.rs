@@ -1,0 +1,86 @@
+//! The run directory: the embedded plugins, the plan, the workers' spools and logs.
+//! It lives under the system temp directory and is removed when dropped (unless kept).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The probe plugin, imported by pytest as `-p _testmon_run_probe`.
+pub const PROBE_MODULE: &str = "_testmon_run_probe";
+/// The worker plugin, imported by pytest as `-p _testmon_run_worker`.
+pub const WORKER_MODULE: &str = "_testmon_run_worker";
+const PROBE_SOURCE: &str = include_str!("../python/probe.py");
+const WORKER_SOURCE: &str = include_str!("../python/worker.py");
+
+pub struct RunDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RunDir {
+    /// Creates a fresh run directory holding the plugins.
+    pub fn create(keep: bool) -> Result<RunDir> {
+        let base = std::env::temp_dir();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = base.join(format!("testmon-run-{}-{stamp:x}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("creating run directory {}", path.display()))?;
+        let dir = RunDir { path, keep };
+        fs::create_dir(dir.python_path())?;
+        dir.write_new(&dir.python_path().join(format!("{PROBE_MODULE}.py")), PROBE_SOURCE.as_bytes())?;
+        dir.write_new(&dir.python_path().join(format!("{WORKER_MODULE}.py")), WORKER_SOURCE.as_bytes())?;
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory to put on the workers' PYTHONPATH.
+    pub fn python_path(&self) -> PathBuf {
+        self.path.join("python")
+    }
+
+    pub fn probe_output(&self) -> PathBuf {
+        self.path.join("probe.json")
+    }
+
+    pub fn plan_path(&self) -> PathBuf {
+        self.path.join("plan.json")
+    }
+
+    pub fn spool(&self, worker: &str) -> PathBuf {
+        self.path.join(format!("spool-{worker}.db"))
+    }
+
+    pub fn log(&self, worker: &str) -> PathBuf {
+        self.path.join(format!("{worker}.log"))
+    }
+
+    /// Writes the plan atomically: a temp file, then a rename.
+    pub fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
+        let tmp = self.path.join("plan.json.tmp");
+        self.write_new(&tmp, &serde_json::to_vec_pretty(plan)?)?;
+        fs::rename(&tmp, self.plan_path()).context("writing the run plan")
+    }
+
+    fn write_new(&self, path: &Path, data: &[u8]) -> Result<()> {
+        let mut file = fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(data)?;
+        Ok(())
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("testmon-run: run directory kept at {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}

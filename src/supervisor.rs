@@ -1,0 +1,440 @@
+//! The one event loop that owns a run's state: workers' collections, the schedule, results,
+//! crashes and signals.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::cli::Dist;
+use crate::events::{Event, SignalEvent};
+use crate::protocol::{self, CollectError, FromWorker, Report, ToWorker};
+use crate::scheduler::{Scheduler, Unit};
+use crate::worker::{Exit, Worker};
+
+/// How long workers get to stop after an interrupt before their process groups are killed.
+const GRACE_PERIOD: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+/// How long after a worker's exit its socket may stay open (a forked child holding it).
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub nodeid: String,
+    pub worker: usize,
+    pub reports: Vec<Report>,
+}
+
+/// Everything the run produced, for the merge and the report.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// The run's list: the first worker's collection, in testmon's order.
+    pub run_list: Vec<String>,
+    pub results: Vec<TestResult>,
+    pub collect_errors: Vec<CollectError>,
+    pub deselected: u64,
+    pub sync: Option<Vec<String>>,
+    pub interrupted: bool,
+    /// The `-x`/`--maxfail` limit was reached.
+    pub stopped_after: Option<u64>,
+    /// Crashes and protocol errors: the run ends with an internal error.
+    pub problems: Vec<String>,
+    /// Tests that were due to run but did not (their worker crashed, nobody left to run them).
+    pub not_run: Vec<String>,
+    /// Each worker's pytest exit status, when it reported one.
+    pub exitstatus: Vec<Option<i32>>,
+    /// Warnings to show (e.g. differing collections).
+    pub warnings: Vec<String>,
+}
+
+struct Collected {
+    nodeids: Vec<String>,
+    deselected: u64,
+    sync: Option<Vec<String>>,
+    collect_errors: Vec<CollectError>,
+}
+
+struct Slot {
+    worker: Worker,
+    collected: Option<Collected>,
+    /// None: every test of the run list; Some: only these (its collection differed).
+    eligible: Option<HashSet<String>>,
+    wants: bool,
+    shut: bool,
+    closed: bool,
+    finished: Option<i32>,
+    exit: Option<(Exit, Instant)>,
+    done: bool,
+    /// Indices into the run list, handed to this worker, without a result yet.
+    assigned: VecDeque<usize>,
+}
+
+pub struct Supervisor<'a> {
+    slots: Vec<Slot>,
+    events: Receiver<Event>,
+    durations: &'a HashMap<String, f64>,
+    dist: Dist,
+    maxfail: u64,
+    scheduler: Option<Scheduler>,
+    index: HashMap<String, usize>,
+    failures: u64,
+    stopping: bool,
+    interrupts: u32,
+    kill_at: Option<Instant>,
+    progress: Progress,
+    out: RunOutcome,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(
+        workers: Vec<Worker>,
+        events: Receiver<Event>,
+        durations: &'a HashMap<String, f64>,
+        dist: Dist,
+        maxfail: u64,
+    ) -> Supervisor<'a> {
+        let count = workers.len();
+        let slots = workers
+            .into_iter()
+            .map(|worker| Slot {
+                worker,
+                collected: None,
+                eligible: None,
+                wants: false,
+                shut: false,
+                closed: false,
+                finished: None,
+                exit: None,
+                done: false,
+                assigned: VecDeque::new(),
+            })
+            .collect();
+        Supervisor {
+            slots,
+            events,
+            durations,
+            dist,
+            maxfail,
+            scheduler: None,
+            index: HashMap::new(),
+            failures: 0,
+            stopping: false,
+            interrupts: 0,
+            kill_at: None,
+            progress: Progress::default(),
+            out: RunOutcome { exitstatus: vec![None; count], ..RunOutcome::default() },
+        }
+    }
+
+    /// Runs until every worker has ended and been reaped.
+    pub fn run(mut self) -> RunOutcome {
+        while self.slots.iter().any(|s| !s.done) {
+            match self.events.recv_timeout(POLL) {
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = self.events.try_recv() {
+                self.handle(event);
+            }
+            self.reap();
+        }
+        self.progress.finish();
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let left: Vec<usize> = scheduler.cancel().into_iter().flat_map(|u| u.tests).collect();
+            if !self.stopping && !self.out.interrupted {
+                for i in left {
+                    self.out.not_run.push(self.out.run_list[i].clone());
+                }
+            }
+        }
+        self.out
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Message { worker, msg } => self.on_message(worker, msg),
+            Event::Garbage { worker, detail } => {
+                let name = self.slots[worker].worker.name.clone();
+                self.out.problems.push(format!("worker {name}: {detail}"));
+                self.slots[worker].worker.signal(Signal::SIGKILL);
+            }
+            Event::Closed { worker } => self.slots[worker].closed = true,
+            Event::Signal(SignalEvent::Interrupt) => self.on_interrupt(),
+        }
+    }
+
+    fn on_message(&mut self, w: usize, msg: FromWorker) {
+        match msg {
+            FromWorker::Hello { protocol, .. } => {
+                if protocol != protocol::PROTOCOL {
+                    let name = self.slots[w].worker.name.clone();
+                    self.out.problems.push(format!(
+                        "worker {name} speaks protocol {protocol}, this testmon-run speaks {}",
+                        protocol::PROTOCOL
+                    ));
+                    self.slots[w].worker.signal(Signal::SIGKILL);
+                }
+            }
+            FromWorker::Collected { nodeids, deselected, sync, collect_errors } => {
+                self.slots[w].collected = Some(Collected { nodeids, deselected, sync, collect_errors });
+                self.maybe_start_schedule();
+            }
+            FromWorker::Want => {
+                self.slots[w].wants = true;
+                self.serve(w);
+            }
+            FromWorker::Result { nodeid, reports } => self.on_result(w, nodeid, reports),
+            FromWorker::Finished { exitstatus, .. } => {
+                self.slots[w].finished = Some(exitstatus);
+                self.out.exitstatus[w] = Some(exitstatus);
+            }
+        }
+    }
+
+    fn maybe_start_schedule(&mut self) {
+        if self.scheduler.is_some() || !self.slots.iter().all(|s| s.collected.is_some() || s.done) {
+            return;
+        }
+        // The lowest-numbered worker that collected speaks for the run.
+        let Some(first) = self.slots.iter().position(|s| s.collected.is_some()) else { return };
+        let Some(collected) = self.slots[first].collected.as_mut() else { return };
+        let run_list = collected.nodeids.clone();
+        self.out.deselected = collected.deselected;
+        self.out.sync = collected.sync.take();
+        self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
+        for i in 0..self.slots.len() {
+            if i == first {
+                continue;
+            }
+            let Some(collected) = &self.slots[i].collected else { continue };
+            if collected.nodeids != run_list {
+                let name = &self.slots[i].worker.name;
+                let first_name = &self.slots[first].worker.name;
+                self.out.warnings.push(collection_difference(first_name, &run_list, name, &collected.nodeids));
+                self.slots[i].eligible = Some(collected.nodeids.iter().cloned().collect());
+            }
+        }
+        self.index = run_list.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        self.scheduler = Some(Scheduler::new(&run_list, self.durations, self.dist));
+        self.out.run_list = run_list;
+        if self.stopping {
+            if let Some(s) = self.scheduler.as_mut() {
+                s.cancel();
+            }
+        }
+        for w in 0..self.slots.len() {
+            self.serve(w);
+        }
+    }
+
+    /// Answers a worker that wants work: its next unit, or shutdown.
+    fn serve(&mut self, w: usize) {
+        if !self.slots[w].wants || self.slots[w].shut {
+            return;
+        }
+        let Some(scheduler) = self.scheduler.as_mut() else { return };
+        let run_list = &self.out.run_list;
+        let unit = if self.stopping {
+            None
+        } else {
+            let eligible = &self.slots[w].eligible;
+            scheduler.next_for(|unit| match eligible {
+                None => true,
+                Some(set) => unit.tests.iter().all(|&i| set.contains(&run_list[i])),
+            })
+        };
+        let slot = &mut self.slots[w];
+        slot.wants = false;
+        match unit {
+            Some(unit) => {
+                let nodeids = unit.tests.iter().map(|&i| run_list[i].clone()).collect();
+                slot.assigned.extend(unit.tests);
+                slot.worker.send(&ToWorker::Run { nodeids });
+            }
+            None => {
+                slot.shut = true;
+                slot.worker.send(&ToWorker::Shutdown);
+            }
+        }
+    }
+
+    fn on_result(&mut self, w: usize, nodeid: String, reports: Vec<Report>) {
+        if let Some(&i) = self.index.get(&nodeid) {
+            self.slots[w].assigned.retain(|&a| a != i);
+        }
+        for report in &reports {
+            self.progress.letter(&report.letter);
+            if report.outcome == "failed" {
+                self.failures += 1;
+            }
+        }
+        if self.maxfail > 0 && self.failures >= self.maxfail && !self.stopping {
+            self.stopping = true;
+            self.out.stopped_after = Some(self.maxfail);
+            if let Some(s) = self.scheduler.as_mut() {
+                s.cancel();
+            }
+        }
+        self.out.results.push(TestResult { nodeid, worker: w, reports });
+    }
+
+    fn on_interrupt(&mut self) {
+        self.interrupts += 1;
+        self.out.interrupted = true;
+        self.stopping = true;
+        if let Some(s) = self.scheduler.as_mut() {
+            s.cancel();
+        }
+        let signal = if self.interrupts == 1 { Signal::SIGINT } else { Signal::SIGKILL };
+        self.kill_at.get_or_insert_with(|| Instant::now() + GRACE_PERIOD);
+        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+            slot.worker.signal(signal);
+        }
+    }
+
+    /// Reaps ended workers; a worker that ended without finishing its session crashed.
+    fn reap(&mut self) {
+        if self.kill_at.is_some_and(|at| Instant::now() >= at) {
+            for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+                slot.worker.signal(Signal::SIGKILL);
+            }
+        }
+        for w in 0..self.slots.len() {
+            let slot = &mut self.slots[w];
+            if slot.done {
+                continue;
+            }
+            if slot.exit.is_none() {
+                slot.exit = slot.worker.try_exit().map(|e| (e, Instant::now()));
+            }
+            let Some((exit, at)) = slot.exit else { continue };
+            if !slot.closed && at.elapsed() < LINGER {
+                continue;
+            }
+            slot.done = true;
+            if slot.finished.is_none() {
+                self.on_crash(w, exit);
+            }
+            self.maybe_start_schedule();
+        }
+    }
+
+    fn on_crash(&mut self, w: usize, exit: Exit) {
+        let slot = &mut self.slots[w];
+        let name = slot.worker.name.clone();
+        let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
+        if self.out.interrupted {
+            return; // killed on purpose; what it finished is kept
+        }
+        let output = slot.worker.last_output(20);
+        let running = if assigned.is_empty() { None } else { Some(assigned.remove(0)) };
+        let what = match running {
+            Some(i) => format!("while running {}", self.out.run_list[i]),
+            None if slot.collected.is_none() => "before it finished collecting".to_string(),
+            None => "between tests".to_string(),
+        };
+        self.out.problems.push(format!("worker {name} crashed ({}) {what}", exit.describe()));
+        if let Some(i) = running {
+            let nodeid = self.out.run_list[i].clone();
+            self.out.results.push(TestResult {
+                nodeid: nodeid.clone(),
+                worker: w,
+                reports: vec![crash_report(&nodeid, &name, exit, &output)],
+            });
+            self.progress.letter("E");
+        } else if !output.is_empty() {
+            self.out.warnings.push(format!("last output of worker {name}:\n{output}"));
+        }
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            let cost = assigned.iter().map(|&i| self.durations.get(&self.out.run_list[i]).copied().unwrap_or(0.0)).sum();
+            scheduler.requeue(Unit { tests: assigned, cost });
+        }
+        for other in 0..self.slots.len() {
+            self.serve(other);
+        }
+    }
+}
+
+fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
+    let message = format!("worker '{worker}' crashed while running '{nodeid}' ({})", exit.describe());
+    Report {
+        when: "call".into(),
+        outcome: "failed".into(),
+        category: "error".into(),
+        letter: "E".into(),
+        word: "ERROR".into(),
+        duration: 0.0,
+        head_line: nodeid.into(),
+        text: Some(format!("{message}\nlast output of the worker:\n{output}\n")),
+        message: Some(message.clone()),
+        summary_line: Some(format!("ERROR {nodeid} - {message}")),
+    }
+}
+
+/// A warning naming the first differences between two workers' collections.
+pub fn collection_difference(a: &str, a_ids: &[String], b: &str, b_ids: &[String]) -> String {
+    let a_set: HashSet<&String> = a_ids.iter().collect();
+    let b_set: HashSet<&String> = b_ids.iter().collect();
+    let only_a: Vec<&str> = a_ids.iter().filter(|n| !b_set.contains(n)).take(3).map(String::as_str).collect();
+    let only_b: Vec<&str> = b_ids.iter().filter(|n| !a_set.contains(n)).take(3).map(String::as_str).collect();
+    let mut msg = format!("workers {a} and {b} collected different tests ({} vs {})", a_ids.len(), b_ids.len());
+    if !only_a.is_empty() {
+        msg.push_str(&format!("; only {a}: {}", only_a.join(", ")));
+    }
+    if !only_b.is_empty() {
+        msg.push_str(&format!("; only {b}: {}", only_b.join(", ")));
+    }
+    if only_a.is_empty() && only_b.is_empty() {
+        msg.push_str("; same tests in another order");
+    }
+    msg.push_str(&format!("; running {a}'s list, each test on a worker that collected it"));
+    msg
+}
+
+/// pytest-style progress letters on stdout, wrapped at 80 columns.
+#[derive(Default)]
+struct Progress {
+    column: usize,
+}
+
+impl Progress {
+    fn letter(&mut self, letter: &str) {
+        if letter.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.column >= 80 {
+            let _ = writeln!(out);
+            self.column = 0;
+        }
+        let _ = write!(out, "{letter}");
+        let _ = out.flush();
+        self.column += letter.chars().count();
+    }
+
+    fn finish(&mut self) {
+        if self.column > 0 {
+            println!();
+            self.column = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_difference_names_tests() {
+        let a: Vec<String> = ["t.py::a", "t.py::b", "t.py::c"].map(String::from).to_vec();
+        let b: Vec<String> = ["t.py::a", "t.py::x"].map(String::from).to_vec();
+        let msg = collection_difference("gw0", &a, "gw1", &b);
+        assert!(msg.contains("only gw0: t.py::b, t.py::c"), "{msg}");
+        assert!(msg.contains("only gw1: t.py::x"), "{msg}");
+        let reordered: Vec<String> = a.iter().rev().cloned().collect();
+        assert!(collection_difference("gw0", &a, "gw1", &reordered).contains("another order"));
+    }
+}

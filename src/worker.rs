@@ -1,0 +1,192 @@
+//! One pytest worker: the user's command plus the worker plugin, in its own process group,
+//! talking JSON lines over a socketpair; a reader thread turns its lines into events.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::events::Event;
+use crate::protocol::{self, ToWorker};
+use crate::pycommand;
+use crate::rundir::WORKER_MODULE;
+
+/// What one worker needs to start.
+pub struct Spec<'a> {
+    pub index: usize,
+    pub count: usize,
+    pub command: &'a [OsString],
+    pub python_path: &'a Path,
+    pub run_dir: &'a Path,
+    pub datafile: Option<&'a Path>,
+    pub exec_id: Option<i64>,
+    pub testrun_uid: &'a str,
+    pub log: PathBuf,
+    pub color: bool,
+    pub columns: usize,
+}
+
+/// How a worker process ended, classified once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn from_status(status: ExitStatus) -> Exit {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Exit::Code(code) => format!("exit code {code}"),
+            Exit::Signal(sig) => match Signal::try_from(sig) {
+                Ok(signal) => format!("killed by {signal}"),
+                Err(_) => format!("killed by signal {sig}"),
+            },
+        }
+    }
+}
+
+/// A running worker: its process group, its end of the socket, its log.
+pub struct Worker {
+    pub name: String,
+    child: Child,
+    writer: UnixStream,
+    pub log: PathBuf,
+}
+
+pub fn name(index: usize) -> String {
+    format!("gw{index}")
+}
+
+impl Worker {
+    pub fn spawn(spec: &Spec, events: Sender<Event>) -> Result<Worker> {
+        let name = name(spec.index);
+        let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
+        let their_fd: OwnedFd = theirs.into();
+        let raw = their_fd.as_raw_fd();
+        let log = File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        let mut cmd = pycommand::with_plugin(spec.command, WORKER_MODULE, spec.python_path, spec.datafile);
+        cmd.env("TESTMON_RUN_DIR", spec.run_dir)
+            .env("TESTMON_RUN_WORKER", &name)
+            .env("TESTMON_RUN_FD", raw.to_string())
+            .env("PYTEST_XDIST_WORKER", &name)
+            .env("PYTEST_XDIST_WORKER_COUNT", spec.count.to_string())
+            .env("PYTEST_XDIST_TESTRUNUID", spec.testrun_uid)
+            .env("COLUMNS", spec.columns.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        if let Some(exec_id) = spec.exec_id {
+            cmd.env("TESTMON_RUN_EXEC_ID", exec_id.to_string());
+        }
+        if spec.color {
+            cmd.env("TESTMON_RUN_COLOR", "1");
+        } else {
+            cmd.env_remove("TESTMON_RUN_COLOR");
+        }
+        // SAFETY: only async-signal-safe calls (fcntl, signal) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
+                if flags < 0 || nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Whatever we inherited (a background job starts with SIGINT ignored),
+                // workers start with default dispositions: pytest relies on SIGINT.
+                for sig in [nix::libc::SIGINT, nix::libc::SIGTERM, nix::libc::SIGHUP, nix::libc::SIGQUIT] {
+                    nix::libc::signal(sig, nix::libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                return Err(err).with_context(|| format!("starting worker {name}"));
+            }
+        };
+        drop(their_fd);
+        let reader = ours.try_clone()?;
+        let index = spec.index;
+        std::thread::Builder::new()
+            .name(format!("reader-{name}"))
+            .spawn(move || read_lines(index, reader, &events))?;
+        Ok(Worker { name, child, writer: ours, log: spec.log.clone() })
+    }
+
+    /// Sends one message; a worker that is gone is not an error here (its exit is).
+    pub fn send(&mut self, msg: &ToWorker) {
+        let _ = self.writer.write_all(protocol::encode(msg).as_bytes());
+    }
+
+    /// Sends a signal to the worker's whole process group.
+    pub fn signal(&self, signal: Signal) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// The exit, if the process has ended (reaped now).
+    pub fn try_exit(&mut self) -> Option<Exit> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(Exit::from_status(status)),
+            Ok(None) => None,
+            Err(_) => Some(Exit::Code(-1)),
+        }
+    }
+
+    /// The last lines the worker printed, for crash reports.
+    pub fn last_output(&self, lines: usize) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // No worker outlives the supervisor's handle on it.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let event = match protocol::parse(text.trim_end()) {
+                    Ok(msg) => Event::Message { worker, msg },
+                    Err(detail) => Event::Garbage { worker, detail },
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::Closed { worker });
+}
