@@ -38,7 +38,12 @@ pub enum Dist {
 struct Args {
     /// Number of workers: a number, or `auto` for the CPUs this process may use; 0 runs the
     /// command as it is, without workers.
-    #[arg(short = 'n', long = "numprocesses", value_name = "N|auto", default_value = "auto")]
+    #[arg(
+        short = 'n',
+        long = "numprocesses",
+        value_name = "N|auto",
+        default_value = "auto"
+    )]
     workers: String,
 
     /// How tests are grouped into units of work.
@@ -106,7 +111,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal>
 }
 
 fn first_line(text: &str) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
     line.trim_start_matches("error: ").to_string()
 }
 
@@ -137,7 +145,9 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, Fatal> {
-        let args = std::iter::once("testmon-run").chain(args.iter().copied()).map(OsString::from);
+        let args = std::iter::once("testmon-run")
+            .chain(args.iter().copied())
+            .map(OsString::from);
         match parse(args)? {
             Parsed::Run(config) => Ok(config),
             Parsed::Info(text) => panic!("unexpected info: {text}"),
@@ -146,10 +156,23 @@ mod tests {
 
     #[test]
     fn command_after_double_dash() {
-        let config = run(&["-n", "3", "--dist", "loadfile", "--", "pytest", "--testmon", "-x"]).unwrap();
+        let config = run(&[
+            "-n",
+            "3",
+            "--dist",
+            "loadfile",
+            "--",
+            "pytest",
+            "--testmon",
+            "-x",
+        ])
+        .unwrap();
         assert_eq!(config.workers, 3);
         assert_eq!(config.dist, Dist::Loadfile);
-        assert_eq!(config.command, ["pytest", "--testmon", "-x"].map(OsString::from));
+        assert_eq!(
+            config.command,
+            ["pytest", "--testmon", "-x"].map(OsString::from)
+        );
     }
 
     #[test]

@@ -4,11 +4,19 @@ use crate::protocol::FromWorker;
 
 #[derive(Debug)]
 pub enum Event {
-    Message { worker: usize, msg: FromWorker },
+    Message {
+        worker: usize,
+        msg: FromWorker,
+    },
     /// A line that is not a message of our protocol.
-    Garbage { worker: usize, detail: String },
+    Garbage {
+        worker: usize,
+        detail: String,
+    },
     /// The worker's end of the socket closed (it exited, or closed it).
-    Closed { worker: usize },
+    Closed {
+        worker: usize,
+    },
     Signal(SignalEvent),
 }
 

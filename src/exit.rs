@@ -82,14 +82,62 @@ mod tests {
 
     #[test]
     fn precedence_follows_pytest() {
-        let base = Outcome { tests_run: 3, ..Outcome::default() };
+        let base = Outcome {
+            tests_run: 3,
+            ..Outcome::default()
+        };
         assert_eq!(base.exit_code(), OK);
-        assert_eq!(Outcome { failures: true, ..base }.exit_code(), TESTS_FAILED);
-        assert_eq!(Outcome { failures: true, interrupted: true, ..base }.exit_code(), INTERRUPTED);
-        assert_eq!(Outcome { collection_errors: true, ..base }.exit_code(), INTERRUPTED);
-        assert_eq!(Outcome { internal_error: true, interrupted: true, ..base }.exit_code(), INTERNAL_ERROR);
-        assert_eq!(Outcome { tests_run: 0, ..base }.exit_code(), NO_TESTS_COLLECTED);
-        assert_eq!(Outcome { tests_run: 0, deselected_by_testmon: true, ..base }.exit_code(), OK);
+        assert_eq!(
+            Outcome {
+                failures: true,
+                ..base
+            }
+            .exit_code(),
+            TESTS_FAILED
+        );
+        assert_eq!(
+            Outcome {
+                failures: true,
+                interrupted: true,
+                ..base
+            }
+            .exit_code(),
+            INTERRUPTED
+        );
+        assert_eq!(
+            Outcome {
+                collection_errors: true,
+                ..base
+            }
+            .exit_code(),
+            INTERRUPTED
+        );
+        assert_eq!(
+            Outcome {
+                internal_error: true,
+                interrupted: true,
+                ..base
+            }
+            .exit_code(),
+            INTERNAL_ERROR
+        );
+        assert_eq!(
+            Outcome {
+                tests_run: 0,
+                ..base
+            }
+            .exit_code(),
+            NO_TESTS_COLLECTED
+        );
+        assert_eq!(
+            Outcome {
+                tests_run: 0,
+                deselected_by_testmon: true,
+                ..base
+            }
+            .exit_code(),
+            OK
+        );
     }
 
     #[test]

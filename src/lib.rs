@@ -53,7 +53,10 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
         Err(err) => {
             if !matches!(err.downcast_ref::<Fatal>(), Some(Fatal::Pytest(_))) {
                 let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-                eprintln!("testmon-run: error: {}", chain.join(": ").replace('\n', " "));
+                eprintln!(
+                    "testmon-run: error: {}",
+                    chain.join(": ").replace('\n', " ")
+                );
             }
             exit::code_of(&err)
         }
@@ -81,7 +84,10 @@ pub fn run(config: &Config) -> Result<u8> {
 
     let width = terminal::width();
     let color = terminal::color(&facts.color);
-    println!("{}", header(config.workers, &facts, testmon, prepared.as_ref()));
+    println!(
+        "{}",
+        header(config.workers, &facts, testmon, prepared.as_ref())
+    );
 
     let (events_tx, events_rx) = mpsc::channel();
     let _signals = signals::SignalForwarder::start(events_tx.clone())?;
@@ -115,7 +121,10 @@ pub fn run(config: &Config) -> Result<u8> {
         record::record(tm, prepared.env, outcome.sync.as_deref(), &spools)
             .context("recording the run in testmon's database")?;
     }
-    print!("{}", final_report(&outcome, width, started.elapsed().as_secs_f64()));
+    print!(
+        "{}",
+        final_report(&outcome, width, started.elapsed().as_secs_f64())
+    );
     Ok(exit_code(&outcome))
 }
 
@@ -128,7 +137,11 @@ fn passthrough(command: &[OsString], datafile: Option<&Path>) -> anyhow::Error {
     }
     let err = cmd.exec();
     if err.kind() == std::io::ErrorKind::NotFound {
-        return Fatal::Usage(format!("command not found: {}", command[0].to_string_lossy())).into();
+        return Fatal::Usage(format!(
+            "command not found: {}",
+            command[0].to_string_lossy()
+        ))
+        .into();
     }
     anyhow::Error::new(err).context(format!("running {}", pycommand::display(command)))
 }
@@ -137,7 +150,9 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     if path.is_absolute() {
         Ok(path.to_path_buf())
     } else {
-        Ok(std::env::current_dir().context("reading the current directory")?.join(path))
+        Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(path))
     }
 }
 
@@ -155,7 +170,12 @@ fn check_supported(tm: &Testmon) -> Result<()> {
     Ok(())
 }
 
-fn header(workers: usize, facts: &probe::Facts, testmon: Option<&Testmon>, prepared: Option<&record::Prepared>) -> String {
+fn header(
+    workers: usize,
+    facts: &probe::Facts,
+    testmon: Option<&Testmon>,
+    prepared: Option<&record::Prepared>,
+) -> String {
     let mut line = format!(
         "testmon-run {}: {workers} worker{}, pytest {}",
         env!("CARGO_PKG_VERSION"),
@@ -164,14 +184,20 @@ fn header(workers: usize, facts: &probe::Facts, testmon: Option<&Testmon>, prepa
     );
     match (testmon, prepared) {
         (Some(tm), Some(prepared)) => {
-            line.push_str(&format!(", testmon {}, environment {}", tm.version, tm.environment));
+            line.push_str(&format!(
+                ", testmon {}, environment {}",
+                tm.version, tm.environment
+            ));
             if prepared.created {
                 line.push_str(", new DB");
             } else if prepared.env.packages_changed {
                 line.push_str(", packages changed: all tests run");
             }
             if let Some(message) = tm.message.as_deref() {
-                let message = message.trim_start_matches("testmon:").trim().trim_end_matches(',');
+                let message = message
+                    .trim_start_matches("testmon:")
+                    .trim()
+                    .trim_end_matches(',');
                 if !message.is_empty() {
                     line.push_str(&format!(" ({message})"));
                 }
@@ -187,41 +213,63 @@ fn final_report(outcome: &RunOutcome, width: usize, seconds: f64) -> String {
     for warning in &outcome.warnings {
         out.push_str(&format!("testmon-run: warning: {warning}\n"));
     }
-    out.push_str(&report::failures_text(&outcome.results, &outcome.collect_errors, width));
+    out.push_str(&report::failures_text(
+        &outcome.results,
+        &outcome.collect_errors,
+        width,
+    ));
     for problem in &outcome.problems {
         out.push_str(&format!("testmon-run: error: {problem}\n"));
     }
     if !outcome.not_run.is_empty() {
-        out.push_str(&format!("testmon-run: {} tests were not run:\n", outcome.not_run.len()));
+        out.push_str(&format!(
+            "testmon-run: {} tests were not run:\n",
+            outcome.not_run.len()
+        ));
         for nodeid in outcome.not_run.iter().take(20) {
             out.push_str(&format!("  {nodeid}\n"));
         }
     }
     if let Some(n) = outcome.stopped_after {
-        out.push_str(&report::sep('!', &format!("stopping after {n} failure{}", if n == 1 { "" } else { "s" }), width));
-    }
-    if outcome.interrupted {
-        out.push_str(&report::sep('!', "KeyboardInterrupt", width));
-    } else if !outcome.collect_errors.is_empty() && outcome.exitstatus.iter().flatten().any(|&s| s == 2) {
-        let n = outcome.collect_errors.len();
         out.push_str(&report::sep(
             '!',
-            &format!("Interrupted: {n} error{} during collection", if n == 1 { "" } else { "s" }),
+            &format!(
+                "stopping after {n} failure{}",
+                if n == 1 { "" } else { "s" }
+            ),
             width,
         ));
     }
-    let stats = report::stats(&outcome.results, &outcome.collect_errors, outcome.deselected);
+    if outcome.interrupted {
+        out.push_str(&report::sep('!', "KeyboardInterrupt", width));
+    } else if !outcome.collect_errors.is_empty()
+        && outcome.exitstatus.iter().flatten().any(|&s| s == 2)
+    {
+        let n = outcome.collect_errors.len();
+        out.push_str(&report::sep(
+            '!',
+            &format!(
+                "Interrupted: {n} error{} during collection",
+                if n == 1 { "" } else { "s" }
+            ),
+            width,
+        ));
+    }
+    let stats = report::stats(
+        &outcome.results,
+        &outcome.collect_errors,
+        outcome.deselected,
+    );
     out.push_str(&report::summary_line(&stats, seconds, width));
     out
 }
 
 fn exit_code(outcome: &RunOutcome) -> u8 {
     let statuses: Vec<i32> = outcome.exitstatus.iter().flatten().copied().collect();
-    let failed = outcome
-        .results
-        .iter()
-        .flat_map(|r| &r.reports)
-        .any(|rep| rep.outcome == "failed" || rep.category == "failed" || rep.category == "error");
+    let failed =
+        outcome.results.iter().flat_map(|r| &r.reports).any(|rep| {
+            rep.outcome == "failed" || rep.category == "failed" || rep.category == "error"
+        });
     exit::Outcome {
         usage_error: statuses.contains(&i32::from(exit::USAGE_ERROR)),
         internal_error: !outcome.problems.is_empty()

@@ -51,6 +51,9 @@ impl Plan {
                 datafile: None,
             },
         };
-        Plan { protocol: PROTOCOL, testmon }
+        Plan {
+            protocol: PROTOCOL,
+            testmon,
+        }
     }
 }

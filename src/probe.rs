@@ -88,9 +88,11 @@ pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> R
         eprint!("{stderr}");
         return Err(Fatal::Pytest(exit::USAGE_ERROR).into());
     }
-    if looks_like_pytest && stderr.contains("ModuleNotFoundError") && stderr.contains(PROBE_MODULE) {
+    if looks_like_pytest && stderr.contains("ModuleNotFoundError") && stderr.contains(PROBE_MODULE)
+    {
         return Err(Fatal::Internal(
-            "pytest could not import the probe plugin (is PYTHONPATH honoured by the command?)".into(),
+            "pytest could not import the probe plugin (is PYTHONPATH honoured by the command?)"
+                .into(),
         )
         .into());
     }

@@ -8,7 +8,11 @@ pub const PROTOCOL: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum FromWorker {
-    Hello { protocol: u32, worker: String, pid: u32 },
+    Hello {
+        protocol: u32,
+        worker: String,
+        pid: u32,
+    },
     /// The worker's collection, in testmon's order, after testmon's selection.
     Collected {
         nodeids: Vec<String>,
@@ -21,8 +25,15 @@ pub enum FromWorker {
     /// The worker has at most one test left: it wants the next unit.
     Want,
     /// One test's reports (setup, call, teardown).
-    Result { nodeid: String, reports: Vec<Report> },
-    Finished { exitstatus: i32, shouldfail: bool, shouldstop: bool },
+    Result {
+        nodeid: String,
+        reports: Vec<Report>,
+    },
+    Finished {
+        exitstatus: i32,
+        shouldfail: bool,
+        shouldstop: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,19 +95,34 @@ mod tests {
     fn parses_worker_messages() {
         assert_eq!(parse(r#"{"t": "want"}"#), Ok(FromWorker::Want));
         let msg = parse(r#"{"t":"hello","protocol":1,"worker":"gw0","pid":42}"#).unwrap();
-        assert_eq!(msg, FromWorker::Hello { protocol: 1, worker: "gw0".into(), pid: 42 });
+        assert_eq!(
+            msg,
+            FromWorker::Hello {
+                protocol: 1,
+                worker: "gw0".into(),
+                pid: 42
+            }
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for line in ["", "garbage", r#"{"t":"nope"}"#, r#"{"t":"result"}"#, "\u{0}\u{1}"] {
+        for line in [
+            "",
+            "garbage",
+            r#"{"t":"nope"}"#,
+            r#"{"t":"result"}"#,
+            "\u{0}\u{1}",
+        ] {
             assert!(parse(line).is_err(), "{line:?}");
         }
     }
 
     #[test]
     fn encodes_one_line_per_message() {
-        let line = encode(&ToWorker::Run { nodeids: vec!["t.py::a[x\ny]".into()] });
+        let line = encode(&ToWorker::Run {
+            nodeids: vec!["t.py::a[x\ny]".into()],
+        });
         assert_eq!(line, "{\"t\":\"run\",\"nodeids\":[\"t.py::a[x\\ny]\"]}\n");
         assert_eq!(encode(&ToWorker::Shutdown), "{\"t\":\"shutdown\"}\n");
     }

@@ -14,7 +14,10 @@ pub fn with_plugin(
 ) -> Command {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]).arg("-p").arg(plugin);
-    cmd.env("PYTHONPATH", extend_path(python_path, std::env::var_os("PYTHONPATH").as_deref()));
+    cmd.env(
+        "PYTHONPATH",
+        extend_path(python_path, std::env::var_os("PYTHONPATH").as_deref()),
+    );
     if let Some(datafile) = datafile {
         cmd.env("TESTMON_DATAFILE", datafile);
     }
@@ -32,7 +35,11 @@ fn extend_path(first: &Path, rest: Option<&OsStr>) -> OsString {
 
 /// The command's name for messages.
 pub fn display(command: &[OsString]) -> String {
-    command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -41,8 +48,14 @@ mod tests {
 
     #[test]
     fn pythonpath_is_extended_not_replaced() {
-        assert_eq!(extend_path(Path::new("/run/py"), Some(OsStr::new("/a:/b"))), "/run/py:/a:/b");
-        assert_eq!(extend_path(Path::new("/run/py"), Some(OsStr::new(""))), "/run/py");
+        assert_eq!(
+            extend_path(Path::new("/run/py"), Some(OsStr::new("/a:/b"))),
+            "/run/py:/a:/b"
+        );
+        assert_eq!(
+            extend_path(Path::new("/run/py"), Some(OsStr::new(""))),
+            "/run/py"
+        );
         assert_eq!(extend_path(Path::new("/run/py"), None), "/run/py");
     }
 }

@@ -30,7 +30,11 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
     db::touch_survey_date(&opened.conn, today())?;
     let durations = db::durations(&opened.conn, env.id)?;
     close(opened.conn)?;
-    Ok(Prepared { env, created: opened.created, durations })
+    Ok(Prepared {
+        env,
+        created: opened.created,
+        durations,
+    })
 }
 
 /// Records the run: testmon's end-of-collection sync (when a worker reported one), every
@@ -47,10 +51,12 @@ pub fn record(
     if tm.collect {
         if let Some(collected) = sync {
             let placeholder = hex(&tm.placeholder_checksums)?;
-            db::sync_tests(&mut conn, env.id, collected, &placeholder).context("syncing collected tests")?;
+            db::sync_tests(&mut conn, env.id, collected, &placeholder)
+                .context("syncing collected tests")?;
         }
+        let watermark = db::file_fp_watermark(&conn)?;
         for spool in spools.iter().filter(|p| p.exists()) {
-            merged += db::merge_spool(&mut conn, spool, env.id)?.tests;
+            merged += db::merge_spool(&mut conn, spool, env.id, watermark)?.tests;
         }
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
     }
@@ -61,7 +67,9 @@ pub fn record(
 /// Leaves one self-contained file: the WAL checkpointed into it and removed.
 fn close(conn: rusqlite::Connection) -> Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    conn.close().map_err(|(_, err)| err).context("closing the datafile")
+    conn.close()
+        .map_err(|(_, err)| err)
+        .context("closing the datafile")
 }
 
 fn hex(text: &str) -> Result<Vec<u8>> {

@@ -28,11 +28,18 @@ impl RunDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let path = base.join(format!("testmon-run-{}-{stamp:x}", std::process::id()));
-        fs::create_dir(&path).with_context(|| format!("creating run directory {}", path.display()))?;
+        fs::create_dir(&path)
+            .with_context(|| format!("creating run directory {}", path.display()))?;
         let dir = RunDir { path, keep };
         fs::create_dir(dir.python_path())?;
-        dir.write_new(&dir.python_path().join(format!("{PROBE_MODULE}.py")), PROBE_SOURCE.as_bytes())?;
-        dir.write_new(&dir.python_path().join(format!("{WORKER_MODULE}.py")), WORKER_SOURCE.as_bytes())?;
+        dir.write_new(
+            &dir.python_path().join(format!("{PROBE_MODULE}.py")),
+            PROBE_SOURCE.as_bytes(),
+        )?;
+        dir.write_new(
+            &dir.python_path().join(format!("{WORKER_MODULE}.py")),
+            WORKER_SOURCE.as_bytes(),
+        )?;
         Ok(dir)
     }
 
@@ -69,7 +76,8 @@ impl RunDir {
     }
 
     fn write_new(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let mut file = fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+        let mut file =
+            fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
         file.write_all(data)?;
         Ok(())
     }

@@ -37,13 +37,21 @@ pub fn unit_key(nodeid: &str, dist: Dist) -> &str {
 
 impl Scheduler {
     pub fn new(tests: &[String], durations: &HashMap<String, f64>, dist: Dist) -> Scheduler {
-        let fallback = median(tests.iter().filter_map(|t| durations.get(t).copied()).collect());
+        let fallback = median(
+            tests
+                .iter()
+                .filter_map(|t| durations.get(t).copied())
+                .collect(),
+        );
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut units: Vec<Unit> = Vec::new();
         for (i, test) in tests.iter().enumerate() {
             let cost = durations.get(test).copied().unwrap_or(fallback);
             let slot = *index.entry(unit_key(test, dist)).or_insert_with(|| {
-                units.push(Unit { tests: Vec::new(), cost: 0.0 });
+                units.push(Unit {
+                    tests: Vec::new(),
+                    cost: 0.0,
+                });
                 units.len() - 1
             });
             units[slot].tests.push(i);
@@ -52,7 +60,11 @@ impl Scheduler {
         // A stable sort keeps the run's order among equal costs.
         units.sort_by(|a, b| b.cost.total_cmp(&a.cost));
         let left = units.len();
-        Scheduler { pending: units.into_iter().map(Some).collect(), cursor: 0, left }
+        Scheduler {
+            pending: units.into_iter().map(Some).collect(),
+            cursor: 0,
+            left,
+        }
     }
 
     /// The next unit, longest first, among those `eligible` accepts.
@@ -119,8 +131,12 @@ mod tests {
         let mut clocks = vec![0.0_f64; workers];
         let mut ran = vec![Vec::new(); workers];
         loop {
-            let w = (0..workers).min_by(|&a, &b| clocks[a].total_cmp(&clocks[b])).unwrap();
-            let Some(unit) = s.next_for(|_| true) else { break };
+            let w = (0..workers)
+                .min_by(|&a, &b| clocks[a].total_cmp(&clocks[b]))
+                .unwrap();
+            let Some(unit) = s.next_for(|_| true) else {
+                break;
+            };
             clocks[w] += unit.cost;
             ran[w].extend(unit.tests);
         }
@@ -130,7 +146,13 @@ mod tests {
     #[test]
     fn longest_first_and_balanced() {
         let tests = names(&["a.py::t1", "a.py::t2", "b.py::t3", "b.py::t4", "c.py::t5"]);
-        let d = durations(&[("a.py::t1", 1.0), ("a.py::t2", 5.0), ("b.py::t3", 3.0), ("b.py::t4", 3.0), ("c.py::t5", 2.0)]);
+        let d = durations(&[
+            ("a.py::t1", 1.0),
+            ("a.py::t2", 5.0),
+            ("b.py::t3", 3.0),
+            ("b.py::t4", 3.0),
+            ("c.py::t5", 2.0),
+        ]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
         assert_eq!(s.next_for(|_| true).unwrap().tests, vec![1]);
         let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load), 2);
@@ -142,7 +164,11 @@ mod tests {
     #[test]
     fn every_test_exactly_once() {
         let tests: Vec<String> = (0..100).map(|i| format!("m{}.py::t{i}", i % 7)).collect();
-        let d: HashMap<String, f64> = tests.iter().enumerate().map(|(i, t)| (t.clone(), (i % 13) as f64)).collect();
+        let d: HashMap<String, f64> = tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), (i % 13) as f64))
+            .collect();
         for dist in [Dist::Load, Dist::Loadfile, Dist::Loadscope] {
             let (ran, _) = simulate(Scheduler::new(&tests, &d, dist), 3);
             let mut all: Vec<usize> = ran.into_iter().flatten().collect();
@@ -164,10 +190,16 @@ mod tests {
 
     #[test]
     fn scope_keys_ignore_parameter_ids() {
-        assert_eq!(unit_key("t/a.py::C::test[x::y]", Dist::Loadscope), "t/a.py::C");
+        assert_eq!(
+            unit_key("t/a.py::C::test[x::y]", Dist::Loadscope),
+            "t/a.py::C"
+        );
         assert_eq!(unit_key("t/a.py::test[a/b::c]", Dist::Loadscope), "t/a.py");
         assert_eq!(unit_key("t/a.py::test[a::b]", Dist::Loadfile), "t/a.py");
-        assert_eq!(unit_key("t/a.py::test[a::b]", Dist::Load), "t/a.py::test[a::b]");
+        assert_eq!(
+            unit_key("t/a.py::test[a::b]", Dist::Load),
+            "t/a.py::test[a::b]"
+        );
     }
 
     #[test]
@@ -175,7 +207,9 @@ mod tests {
         let tests = names(&["a", "b", "c", "new"]);
         let d = durations(&[("a", 1.0), ("b", 2.0), ("c", 9.0)]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
-        let order: Vec<f64> = std::iter::from_fn(|| s.next_for(|_| true)).map(|u| u.cost).collect();
+        let order: Vec<f64> = std::iter::from_fn(|| s.next_for(|_| true))
+            .map(|u| u.cost)
+            .collect();
         assert_eq!(order, vec![9.0, 2.0, 2.0, 1.0]);
     }
 
@@ -195,7 +229,10 @@ mod tests {
         let d = durations(&[("a", 3.0), ("b", 2.0), ("c", 1.0)]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
         let first = s.next_for(|_| true).unwrap();
-        s.requeue(Unit { tests: first.tests.clone(), cost: first.cost });
+        s.requeue(Unit {
+            tests: first.tests.clone(),
+            cost: first.cost,
+        });
         assert_eq!(s.next_for(|_| true).unwrap(), first);
         assert_eq!(s.units_left(), 2);
     }

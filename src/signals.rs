@@ -17,13 +17,15 @@ impl SignalForwarder {
     pub fn start(events: Sender<Event>) -> Result<SignalForwarder> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let handle = signals.handle();
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            for _ in signals.forever() {
-                if events.send(Event::Signal(SignalEvent::Interrupt)).is_err() {
-                    break;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if events.send(Event::Signal(SignalEvent::Interrupt)).is_err() {
+                        break;
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(SignalForwarder { handle })
     }
 }

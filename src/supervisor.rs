@@ -124,7 +124,10 @@ impl<'a> Supervisor<'a> {
             interrupts: 0,
             kill_at: None,
             progress: Progress::default(),
-            out: RunOutcome { exitstatus: vec![None; count], ..RunOutcome::default() },
+            out: RunOutcome {
+                exitstatus: vec![None; count],
+                ..RunOutcome::default()
+            },
         }
     }
 
@@ -143,7 +146,11 @@ impl<'a> Supervisor<'a> {
         }
         self.progress.finish();
         if let Some(mut scheduler) = self.scheduler.take() {
-            let left: Vec<usize> = scheduler.cancel().into_iter().flat_map(|u| u.tests).collect();
+            let left: Vec<usize> = scheduler
+                .cancel()
+                .into_iter()
+                .flat_map(|u| u.tests)
+                .collect();
             if !self.stopping && !self.out.interrupted {
                 for i in left {
                     self.out.not_run.push(self.out.run_list[i].clone());
@@ -178,8 +185,18 @@ impl<'a> Supervisor<'a> {
                     self.slots[w].worker.signal(Signal::SIGKILL);
                 }
             }
-            FromWorker::Collected { nodeids, deselected, sync, collect_errors } => {
-                self.slots[w].collected = Some(Collected { nodeids, deselected, sync, collect_errors });
+            FromWorker::Collected {
+                nodeids,
+                deselected,
+                sync,
+                collect_errors,
+            } => {
+                self.slots[w].collected = Some(Collected {
+                    nodeids,
+                    deselected,
+                    sync,
+                    collect_errors,
+                });
                 self.maybe_start_schedule();
             }
             FromWorker::Want => {
@@ -199,8 +216,12 @@ impl<'a> Supervisor<'a> {
             return;
         }
         // The lowest-numbered worker that collected speaks for the run.
-        let Some(first) = self.slots.iter().position(|s| s.collected.is_some()) else { return };
-        let Some(collected) = self.slots[first].collected.as_mut() else { return };
+        let Some(first) = self.slots.iter().position(|s| s.collected.is_some()) else {
+            return;
+        };
+        let Some(collected) = self.slots[first].collected.as_mut() else {
+            return;
+        };
         let run_list = collected.nodeids.clone();
         self.out.deselected = collected.deselected;
         self.out.sync = collected.sync.take();
@@ -209,15 +230,26 @@ impl<'a> Supervisor<'a> {
             if i == first {
                 continue;
             }
-            let Some(collected) = &self.slots[i].collected else { continue };
+            let Some(collected) = &self.slots[i].collected else {
+                continue;
+            };
             if collected.nodeids != run_list {
                 let name = &self.slots[i].worker.name;
                 let first_name = &self.slots[first].worker.name;
-                self.out.warnings.push(collection_difference(first_name, &run_list, name, &collected.nodeids));
+                self.out.warnings.push(collection_difference(
+                    first_name,
+                    &run_list,
+                    name,
+                    &collected.nodeids,
+                ));
                 self.slots[i].eligible = Some(collected.nodeids.iter().cloned().collect());
             }
         }
-        self.index = run_list.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        self.index = run_list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         self.scheduler = Some(Scheduler::new(&run_list, self.durations, self.dist));
         self.out.run_list = run_list;
         if self.stopping {
@@ -235,7 +267,9 @@ impl<'a> Supervisor<'a> {
         if !self.slots[w].wants || self.slots[w].shut {
             return;
         }
-        let Some(scheduler) = self.scheduler.as_mut() else { return };
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
         let run_list = &self.out.run_list;
         let unit = if self.stopping {
             None
@@ -278,7 +312,11 @@ impl<'a> Supervisor<'a> {
                 s.cancel();
             }
         }
-        self.out.results.push(TestResult { nodeid, worker: w, reports });
+        self.out.results.push(TestResult {
+            nodeid,
+            worker: w,
+            reports,
+        });
     }
 
     fn on_interrupt(&mut self) {
@@ -288,8 +326,13 @@ impl<'a> Supervisor<'a> {
         if let Some(s) = self.scheduler.as_mut() {
             s.cancel();
         }
-        let signal = if self.interrupts == 1 { Signal::SIGINT } else { Signal::SIGKILL };
-        self.kill_at.get_or_insert_with(|| Instant::now() + GRACE_PERIOD);
+        let signal = if self.interrupts == 1 {
+            Signal::SIGINT
+        } else {
+            Signal::SIGKILL
+        };
+        self.kill_at
+            .get_or_insert_with(|| Instant::now() + GRACE_PERIOD);
         for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
             slot.worker.signal(signal);
         }
@@ -310,7 +353,9 @@ impl<'a> Supervisor<'a> {
             if slot.exit.is_none() {
                 slot.exit = slot.worker.try_exit().map(|e| (e, Instant::now()));
             }
-            let Some((exit, at)) = slot.exit else { continue };
+            let Some((exit, at)) = slot.exit else {
+                continue;
+            };
             if !slot.closed && at.elapsed() < LINGER {
                 continue;
             }
@@ -330,13 +375,20 @@ impl<'a> Supervisor<'a> {
             return; // killed on purpose; what it finished is kept
         }
         let output = slot.worker.last_output(20);
-        let running = if assigned.is_empty() { None } else { Some(assigned.remove(0)) };
+        let running = if assigned.is_empty() {
+            None
+        } else {
+            Some(assigned.remove(0))
+        };
         let what = match running {
             Some(i) => format!("while running {}", self.out.run_list[i]),
             None if slot.collected.is_none() => "before it finished collecting".to_string(),
             None => "between tests".to_string(),
         };
-        self.out.problems.push(format!("worker {name} crashed ({}) {what}", exit.describe()));
+        self.out.problems.push(format!(
+            "worker {name} crashed ({}) {what}",
+            exit.describe()
+        ));
         if let Some(i) = running {
             let nodeid = self.out.run_list[i].clone();
             self.out.results.push(TestResult {
@@ -346,11 +398,24 @@ impl<'a> Supervisor<'a> {
             });
             self.progress.letter("E");
         } else if !output.is_empty() {
-            self.out.warnings.push(format!("last output of worker {name}:\n{output}"));
+            self.out
+                .warnings
+                .push(format!("last output of worker {name}:\n{output}"));
         }
         if let Some(scheduler) = self.scheduler.as_mut() {
-            let cost = assigned.iter().map(|&i| self.durations.get(&self.out.run_list[i]).copied().unwrap_or(0.0)).sum();
-            scheduler.requeue(Unit { tests: assigned, cost });
+            let cost = assigned
+                .iter()
+                .map(|&i| {
+                    self.durations
+                        .get(&self.out.run_list[i])
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .sum();
+            scheduler.requeue(Unit {
+                tests: assigned,
+                cost,
+            });
         }
         for other in 0..self.slots.len() {
             self.serve(other);
@@ -359,7 +424,10 @@ impl<'a> Supervisor<'a> {
 }
 
 fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
-    let message = format!("worker '{worker}' crashed while running '{nodeid}' ({})", exit.describe());
+    let message = format!(
+        "worker '{worker}' crashed while running '{nodeid}' ({})",
+        exit.describe()
+    );
     Report {
         when: "call".into(),
         outcome: "failed".into(),
@@ -378,9 +446,23 @@ fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report 
 pub fn collection_difference(a: &str, a_ids: &[String], b: &str, b_ids: &[String]) -> String {
     let a_set: HashSet<&String> = a_ids.iter().collect();
     let b_set: HashSet<&String> = b_ids.iter().collect();
-    let only_a: Vec<&str> = a_ids.iter().filter(|n| !b_set.contains(n)).take(3).map(String::as_str).collect();
-    let only_b: Vec<&str> = b_ids.iter().filter(|n| !a_set.contains(n)).take(3).map(String::as_str).collect();
-    let mut msg = format!("workers {a} and {b} collected different tests ({} vs {})", a_ids.len(), b_ids.len());
+    let only_a: Vec<&str> = a_ids
+        .iter()
+        .filter(|n| !b_set.contains(n))
+        .take(3)
+        .map(String::as_str)
+        .collect();
+    let only_b: Vec<&str> = b_ids
+        .iter()
+        .filter(|n| !a_set.contains(n))
+        .take(3)
+        .map(String::as_str)
+        .collect();
+    let mut msg = format!(
+        "workers {a} and {b} collected different tests ({} vs {})",
+        a_ids.len(),
+        b_ids.len()
+    );
     if !only_a.is_empty() {
         msg.push_str(&format!("; only {a}: {}", only_a.join(", ")));
     }
@@ -390,7 +472,9 @@ pub fn collection_difference(a: &str, a_ids: &[String], b: &str, b_ids: &[String
     if only_a.is_empty() && only_b.is_empty() {
         msg.push_str("; same tests in another order");
     }
-    msg.push_str(&format!("; running {a}'s list, each test on a worker that collected it"));
+    msg.push_str(&format!(
+        "; running {a}'s list, each test on a worker that collected it"
+    ));
     msg
 }
 

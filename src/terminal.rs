@@ -4,13 +4,21 @@ use std::io::IsTerminal;
 
 /// pytest's width: $COLUMNS, else the terminal's, else 80.
 pub fn width() -> usize {
-    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok()) {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+    {
         if columns > 0 {
             return columns;
         }
     }
     if std::io::stdout().is_terminal() {
-        let mut size = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut size = nix::libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
         let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
         if ok && size.ws_col > 0 {

@@ -80,8 +80,10 @@ impl Worker {
         let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
         let their_fd: OwnedFd = theirs.into();
         let raw = their_fd.as_raw_fd();
-        let log = File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
-        let mut cmd = pycommand::with_plugin(spec.command, WORKER_MODULE, spec.python_path, spec.datafile);
+        let log =
+            File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        let mut cmd =
+            pycommand::with_plugin(spec.command, WORKER_MODULE, spec.python_path, spec.datafile);
         cmd.env("TESTMON_RUN_DIR", spec.run_dir)
             .env("TESTMON_RUN_WORKER", &name)
             .env("TESTMON_RUN_FD", raw.to_string())
@@ -105,12 +107,19 @@ impl Worker {
         unsafe {
             cmd.pre_exec(move || {
                 let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
-                if flags < 0 || nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0 {
+                if flags < 0
+                    || nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Whatever we inherited (a background job starts with SIGINT ignored),
                 // workers start with default dispositions: pytest relies on SIGINT.
-                for sig in [nix::libc::SIGINT, nix::libc::SIGTERM, nix::libc::SIGHUP, nix::libc::SIGQUIT] {
+                for sig in [
+                    nix::libc::SIGINT,
+                    nix::libc::SIGTERM,
+                    nix::libc::SIGHUP,
+                    nix::libc::SIGQUIT,
+                ] {
                     nix::libc::signal(sig, nix::libc::SIG_DFL);
                 }
                 Ok(())
@@ -128,7 +137,12 @@ impl Worker {
         std::thread::Builder::new()
             .name(format!("reader-{name}"))
             .spawn(move || read_lines(index, reader, &events))?;
-        Ok(Worker { name, child, writer: ours, log: spec.log.clone() })
+        Ok(Worker {
+            name,
+            child,
+            writer: ours,
+            log: spec.log.clone(),
+        })
     }
 
     /// Sends one message; a worker that is gone is not an error here (its exit is).

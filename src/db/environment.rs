@@ -54,7 +54,10 @@ pub fn fetch_or_create_environment(
         Ok(tx.last_insert_rowid())
     };
     let row = match latest {
-        None => EnvironmentRow { id: insert_or_first(&tx, name, insert)?, packages_changed: false },
+        None => EnvironmentRow {
+            id: insert_or_first(&tx, name, insert)?,
+            packages_changed: false,
+        },
         Some((id, old_packages, old_python)) => {
             let changed =
                 old_packages.as_deref() != Some(packages) || old_python.as_deref() != Some(python);
@@ -67,11 +70,17 @@ pub fn fetch_or_create_environment(
                     new_id
                 }
             };
-            EnvironmentRow { id, packages_changed: changed }
+            EnvironmentRow {
+                id,
+                packages_changed: changed,
+            }
         }
     };
     // What testmon's determine_tests does first in a process that may write.
-    tx.execute("UPDATE test_execution SET forced = NULL WHERE environment_id = ?", [row.id])?;
+    tx.execute(
+        "UPDATE test_execution SET forced = NULL WHERE environment_id = ?",
+        [row.id],
+    )?;
     tx.commit()?;
     Ok(row)
 }
@@ -87,9 +96,11 @@ fn insert_or_first(
         Err(rusqlite::Error::SqliteFailure(err, _))
             if err.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Ok(tx.query_row("SELECT id FROM environment WHERE environment_name = ?", [name], |r| {
-                r.get(0)
-            })?)
+            Ok(tx.query_row(
+                "SELECT id FROM environment WHERE environment_name = ?",
+                [name],
+                |r| r.get(0),
+            )?)
         }
         Err(err) => Err(err.into()),
     }
@@ -101,16 +112,35 @@ mod tests {
     use crate::db::open_main;
 
     fn env_rows(conn: &Connection) -> Vec<(i64, String)> {
-        let mut stmt = conn.prepare("SELECT id, system_packages FROM environment ORDER BY id").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        let mut stmt = conn
+            .prepare("SELECT id, system_packages FROM environment ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
     fn same_environment_is_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_main(&dir.path().join("d"), 14).unwrap().conn;
-        let a = fetch_or_create_environment(&mut conn, "default", "p 1.0", "3.11.7", Semantics::ReplaceRow).unwrap();
-        let b = fetch_or_create_environment(&mut conn, "default", "p 1.0", "3.11.7", Semantics::ReplaceRow).unwrap();
+        let a = fetch_or_create_environment(
+            &mut conn,
+            "default",
+            "p 1.0",
+            "3.11.7",
+            Semantics::ReplaceRow,
+        )
+        .unwrap();
+        let b = fetch_or_create_environment(
+            &mut conn,
+            "default",
+            "p 1.0",
+            "3.11.7",
+            Semantics::ReplaceRow,
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert!(!a.packages_changed);
     }
@@ -118,14 +148,23 @@ mod tests {
     #[test]
     fn changed_packages_replace_in_v14_and_add_in_v13() {
         let dir = tempfile::tempdir().unwrap();
-        for (version, semantics, rows_after) in [(14, Semantics::ReplaceRow, 1), (13, Semantics::AddRow, 2)] {
-            let mut conn = open_main(&dir.path().join(format!("d{version}")), version).unwrap().conn;
-            let a = fetch_or_create_environment(&mut conn, "default", "p 1.0", "3.11.7", semantics).unwrap();
-            let b = fetch_or_create_environment(&mut conn, "default", "p 2.0", "3.11.7", semantics).unwrap();
+        for (version, semantics, rows_after) in
+            [(14, Semantics::ReplaceRow, 1), (13, Semantics::AddRow, 2)]
+        {
+            let mut conn = open_main(&dir.path().join(format!("d{version}")), version)
+                .unwrap()
+                .conn;
+            let a = fetch_or_create_environment(&mut conn, "default", "p 1.0", "3.11.7", semantics)
+                .unwrap();
+            let b = fetch_or_create_environment(&mut conn, "default", "p 2.0", "3.11.7", semantics)
+                .unwrap();
             assert!(b.packages_changed);
             assert_ne!(a.id, b.id);
             assert_eq!(env_rows(&conn).len(), rows_after, "data version {version}");
-            assert_eq!(env_rows(&conn).last().unwrap(), &(b.id, "p 2.0".to_string()));
+            assert_eq!(
+                env_rows(&conn).last().unwrap(),
+                &(b.id, "p 2.0".to_string())
+            );
         }
     }
 }

@@ -13,10 +13,16 @@ use super::home_file;
 /// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; collected tests
 /// without a record get a placeholder ("0match") so that they are selected until they ran.
 /// `collected` is what the worker's testmon computed: its collection plus its stable tests.
-pub fn sync_tests(conn: &mut Connection, env_id: i64, collected: &[String], placeholder: &[u8]) -> Result<()> {
+pub fn sync_tests(
+    conn: &mut Connection,
+    env_id: i64,
+    collected: &[String],
+    placeholder: &[u8],
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let known: HashSet<String> = {
-        let mut stmt = tx.prepare("SELECT test_name FROM test_execution WHERE environment_id = ?")?;
+        let mut stmt =
+            tx.prepare("SELECT test_name FROM test_execution WHERE environment_id = ?")?;
         let rows = stmt.query_map([env_id], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -46,8 +52,12 @@ pub fn sync_tests(conn: &mut Connection, env_id: i64, collected: &[String], plac
             "DELETE FROM test_execution_file_fp WHERE test_execution_id IN
                (SELECT id FROM test_execution WHERE environment_id = ? AND test_name = ?)",
         )?;
-        let mut delete = tx.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
-        for name in known.iter().filter(|name| !collected_set.contains(name.as_str())) {
+        let mut delete =
+            tx.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
+        for name in known
+            .iter()
+            .filter(|name| !collected_set.contains(name.as_str()))
+        {
             unlink.execute(params![env_id, name])?;
             delete.execute(params![env_id, name])?;
         }
@@ -116,9 +126,16 @@ pub fn finish_execution(conn: &mut Connection, env_id: i64, select: bool) -> Res
 /// testmon's `increment_attributes`: the stored number plus this one, None and zero ignored.
 fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) -> Result<()> {
     let old: Option<String> = conn
-        .query_row("SELECT data FROM metadata WHERE dataid = ?", [dataid], |r| r.get(0))
+        .query_row(
+            "SELECT data FROM metadata WHERE dataid = ?",
+            [dataid],
+            |r| r.get(0),
+        )
         .optional()?;
-    let old = match old.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+    let old = match old
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
         Some(Ok(serde_json::Value::Number(n))) => {
             if let Some(i) = n.as_i64() {
                 Some(Value::Integer(i))
@@ -128,15 +145,25 @@ fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) ->
         }
         _ => None,
     };
-    let sum = [old, value].into_iter().flatten().fold(Value::Integer(0), |acc, v| match (acc, v) {
-        (Value::Integer(a), Value::Integer(b)) => Value::Integer(a + b),
-        (Value::Integer(a), Value::Real(b)) | (Value::Real(b), Value::Integer(a)) => {
-            if b == 0.0 { Value::Integer(a) } else { Value::Real(a as f64 + b) }
-        }
-        (Value::Real(a), Value::Real(b)) => Value::Real(a + b),
-        (acc, _) => acc,
-    });
-    conn.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", params![dataid, sum])?;
+    let sum = [old, value]
+        .into_iter()
+        .flatten()
+        .fold(Value::Integer(0), |acc, v| match (acc, v) {
+            (Value::Integer(a), Value::Integer(b)) => Value::Integer(a + b),
+            (Value::Integer(a), Value::Real(b)) | (Value::Real(b), Value::Integer(a)) => {
+                if b == 0.0 {
+                    Value::Integer(a)
+                } else {
+                    Value::Real(a as f64 + b)
+                }
+            }
+            (Value::Real(a), Value::Real(b)) => Value::Real(a + b),
+            (acc, _) => acc,
+        });
+    conn.execute(
+        "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
+        params![dataid, sum],
+    )?;
     Ok(())
 }
 
@@ -145,15 +172,25 @@ fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) ->
 pub fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
     const DATAID: &str = "None:last_survey_notification_date";
     let stored: Option<String> = conn
-        .query_row("SELECT data FROM metadata WHERE dataid = ?", [DATAID], |r| r.get(0))
+        .query_row(
+            "SELECT data FROM metadata WHERE dataid = ?",
+            [DATAID],
+            |r| r.get(0),
+        )
         .optional()?;
-    let stale = match stored.as_deref().and_then(|s| serde_json::from_str::<String>(s).ok()) {
+    let stale = match stored
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<String>(s).ok())
+    {
         Some(date) => parse_iso_date(&date).map_or(true, |days| today_days - days >= 28),
         None => true,
     };
     if stale {
         let value = serde_json::to_string(&iso_date(today_days))?;
-        conn.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", params![DATAID, value])?;
+        conn.execute(
+            "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
+            params![DATAID, value],
+        )?;
     }
     Ok(())
 }

@@ -25,9 +25,8 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// schema of `data_version` when missing; replaces it, as testmon does, when it holds
 /// another data version.
 pub fn open_main(path: &Path, data_version: i64) -> Result<Opened> {
-    let schema = schema_sql(data_version).ok_or_else(|| {
-        Fatal::Usage(format!("unsupported testmon data version {data_version}"))
-    })?;
+    let schema = schema_sql(data_version)
+        .ok_or_else(|| Fatal::Usage(format!("unsupported testmon data version {data_version}")))?;
     check_usable(path)?;
     let existed = path.exists();
     let conn = connect(path)?;
@@ -35,7 +34,10 @@ pub fn open_main(path: &Path, data_version: i64) -> Result<Opened> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|err| not_a_database(path, &err))?;
     if existed && stored == data_version {
-        return Ok(Opened { conn, created: false });
+        return Ok(Opened {
+            conn,
+            created: false,
+        });
     }
     let conn = if existed {
         // testmon removes a datafile of another data version and starts afresh.
@@ -50,9 +52,13 @@ pub fn open_main(path: &Path, data_version: i64) -> Result<Opened> {
     } else {
         conn
     };
-    conn.execute_batch(schema).context("creating testmon's tables")?;
+    conn.execute_batch(schema)
+        .context("creating testmon's tables")?;
     conn.execute_batch(&format!("PRAGMA user_version = {data_version}"))?;
-    Ok(Opened { conn, created: true })
+    Ok(Opened {
+        conn,
+        created: true,
+    })
 }
 
 fn connect(path: &Path) -> Result<Connection> {
@@ -114,7 +120,10 @@ mod tests {
         drop(first);
         let second = open_main(&path, 14).unwrap();
         assert!(!second.created);
-        let version: i64 = second.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 = second
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(version, 14);
     }
 
@@ -140,9 +149,16 @@ mod tests {
     #[test]
     fn directory_and_missing_parent_are_usage_errors() {
         let dir = tempfile::tempdir().unwrap();
-        for path in [dir.path().to_path_buf(), dir.path().join("missing/.testmondata")] {
+        for path in [
+            dir.path().to_path_buf(),
+            dir.path().join("missing/.testmondata"),
+        ] {
             let err = open_main(&path, 14).err().unwrap();
-            assert_eq!(crate::exit::code_of(&err), crate::exit::USAGE_ERROR, "{path:?}");
+            assert_eq!(
+                crate::exit::code_of(&err),
+                crate::exit::USAGE_ERROR,
+                "{path:?}"
+            );
         }
     }
 }

@@ -11,7 +11,8 @@ pub fn durations(conn: &Connection, env_id: i64) -> Result<HashMap<String, f64>>
         "SELECT test_name, duration FROM test_execution
          WHERE environment_id = ? AND duration IS NOT NULL",
     )?;
-    let rows = stmt.query_map([env_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
+    let rows = stmt.query_map([env_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
-

@@ -9,7 +9,11 @@ use crate::protocol::{CollectError, Report};
 use crate::supervisor::TestResult;
 
 /// The ERRORS and FAILURES sections and the short test summary, as pytest prints them.
-pub fn failures_text(results: &[TestResult], collect_errors: &[CollectError], width: usize) -> String {
+pub fn failures_text(
+    results: &[TestResult],
+    collect_errors: &[CollectError],
+    width: usize,
+) -> String {
     let mut out = String::new();
     let errors: Vec<(&str, &Report)> = results
         .iter()
@@ -24,7 +28,11 @@ pub fn failures_text(results: &[TestResult], collect_errors: &[CollectError], wi
     if !collect_errors.is_empty() || !errors.is_empty() {
         out.push_str(&sep('=', "ERRORS", width));
         for error in collect_errors {
-            out.push_str(&sep('_', &format!("ERROR collecting {}", error.nodeid), width));
+            out.push_str(&sep(
+                '_',
+                &format!("ERROR collecting {}", error.nodeid),
+                width,
+            ));
             push_text(&mut out, &error.text);
         }
         for (_, rep) in &errors {
@@ -52,7 +60,10 @@ pub fn failures_text(results: &[TestResult], collect_errors: &[CollectError], wi
         for error in collect_errors {
             out.push_str(&format!("ERROR {}", error.nodeid));
             if !error.message.is_empty() {
-                out.push_str(&format!(" - {}", error.message.lines().next().unwrap_or("")));
+                out.push_str(&format!(
+                    " - {}",
+                    error.message.lines().next().unwrap_or("")
+                ));
             }
             out.push('\n');
         }
@@ -102,8 +113,21 @@ mod tests {
     #[test]
     fn failures_and_errors_as_pytest_prints_them() {
         let results = vec![
-            TestResult { nodeid: "t.py::test_x".into(), worker: 0, reports: vec![report("call", "failed", "failed", "    assert 1 == 2\nE   assert 1 == 2")] },
-            TestResult { nodeid: "t.py::test_y".into(), worker: 1, reports: vec![report("setup", "failed", "error", "E   RuntimeError")] },
+            TestResult {
+                nodeid: "t.py::test_x".into(),
+                worker: 0,
+                reports: vec![report(
+                    "call",
+                    "failed",
+                    "failed",
+                    "    assert 1 == 2\nE   assert 1 == 2",
+                )],
+            },
+            TestResult {
+                nodeid: "t.py::test_y".into(),
+                worker: 1,
+                reports: vec![report("setup", "failed", "error", "E   RuntimeError")],
+            },
         ];
         let text = failures_text(&results, &[], 40);
         let expected = "\
@@ -123,7 +147,11 @@ ERROR t.py::test_y - AssertionError: boom
 
     #[test]
     fn nothing_failed_nothing_printed() {
-        let results = vec![TestResult { nodeid: "t.py::ok".into(), worker: 0, reports: vec![report("call", "passed", "passed", "")] }];
+        let results = vec![TestResult {
+            nodeid: "t.py::ok".into(),
+            worker: 0,
+            reports: vec![report("call", "passed", "passed", "")],
+        }];
         assert_eq!(failures_text(&results, &[], 80), "");
     }
 }

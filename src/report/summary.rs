@@ -27,7 +27,10 @@ pub struct Stats {
 
 impl Stats {
     pub fn get(&self, key: &str) -> usize {
-        self.counts.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+        self.counts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, n)| *n)
     }
 
     fn add(&mut self, key: &str, n: usize) {
@@ -41,9 +44,17 @@ impl Stats {
     }
 
     fn ordered(&self) -> Vec<(&str, usize)> {
-        let known = KNOWN_TYPES.iter().filter_map(|k| self.counts.iter().find(|(c, _)| c == k));
-        let unknown = self.counts.iter().filter(|(c, _)| !KNOWN_TYPES.contains(&c.as_str()));
-        known.chain(unknown).map(|(k, n)| (k.as_str(), *n)).collect()
+        let known = KNOWN_TYPES
+            .iter()
+            .filter_map(|k| self.counts.iter().find(|(c, _)| c == k));
+        let unknown = self
+            .counts
+            .iter()
+            .filter(|(c, _)| !KNOWN_TYPES.contains(&c.as_str()));
+        known
+            .chain(unknown)
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect()
     }
 }
 
@@ -61,7 +72,11 @@ fn pluralize(count: usize, noun: &str) -> String {
     match noun {
         "error" | "warnings" | "test" => {
             let singular = noun.replace("warnings", "warning");
-            if count == 1 { format!("{count} {singular}") } else { format!("{count} {singular}s") }
+            if count == 1 {
+                format!("{count} {singular}")
+            } else {
+                format!("{count} {singular}s")
+            }
         }
         _ => format!("{count} {noun}"),
     }
@@ -73,7 +88,12 @@ pub fn format_duration(seconds: f64) -> String {
         format!("{seconds:.2}s")
     } else {
         let whole = seconds as u64;
-        format!("{seconds:.2}s ({}:{:02}:{:02})", whole / 3600, whole / 60 % 60, whole % 60)
+        format!(
+            "{seconds:.2}s ({}:{:02}:{:02})",
+            whole / 3600,
+            whole / 60 % 60,
+            whole % 60
+        )
     }
 }
 
@@ -92,9 +112,21 @@ pub fn sep(ch: char, title: &str, width: usize) -> String {
 
 /// The final line, exactly in pytest's form.
 pub fn summary_line(stats: &Stats, seconds: f64, width: usize) -> String {
-    let parts: Vec<String> = stats.ordered().into_iter().map(|(k, n)| pluralize(n, k)).collect();
-    let body = if parts.is_empty() { "no tests ran".to_string() } else { parts.join(", ") };
-    sep('=', &format!("{body} in {}", format_duration(seconds)), width)
+    let parts: Vec<String> = stats
+        .ordered()
+        .into_iter()
+        .map(|(k, n)| pluralize(n, k))
+        .collect();
+    let body = if parts.is_empty() {
+        "no tests ran".to_string()
+    } else {
+        parts.join(", ")
+    };
+    sep(
+        '=',
+        &format!("{body} in {}", format_duration(seconds)),
+        width,
+    )
 }
 
 #[cfg(test)]
@@ -118,7 +150,11 @@ mod tests {
                 summary_line: None,
             })
             .collect();
-        TestResult { nodeid: "t.py::t".into(), worker: 0, reports }
+        TestResult {
+            nodeid: "t.py::t".into(),
+            worker: 0,
+            reports,
+        }
     }
 
     #[test]
@@ -141,9 +177,18 @@ mod tests {
     #[test]
     fn plurals_and_empty_runs() {
         let two_errors = stats(&[result(&["error"]), result(&["error"])], &[], 0);
-        assert_eq!(summary_line(&two_errors, 0.5, 40), "========== 2 errors in 0.50s ===========\n");
-        assert_eq!(summary_line(&Stats::default(), 0.01, 40), "======== no tests ran in 0.01s =========\n");
-        assert_eq!(summary_line(&stats(&[], &[], 53), 0.12, 40), "======== 53 deselected in 0.12s ========\n");
+        assert_eq!(
+            summary_line(&two_errors, 0.5, 40),
+            "========== 2 errors in 0.50s ===========\n"
+        );
+        assert_eq!(
+            summary_line(&Stats::default(), 0.01, 40),
+            "======== no tests ran in 0.01s =========\n"
+        );
+        assert_eq!(
+            summary_line(&stats(&[], &[], 53), 0.12, 40),
+            "======== 53 deselected in 0.12s ========\n"
+        );
         assert_eq!(format_duration(75.5), "75.50s (0:01:15)");
     }
 }

@@ -1,0 +1,6 @@
+//! The integration tests: real pytest and real pytest-testmon (both supported versions, from
+//! the virtualenvs `scripts/setup` makes) on the fixture projects under tests/fixtures/.
+
+mod support;
+
+mod parity;

@@ -1,0 +1,481 @@
+//! A small builder for running testmon-run and single-process pytest on a copy of a fixture
+//! project, and a canonical dump of testmon's database.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous: CI machines are slow and shared; a hang still ends the test.
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The supported pytest / pytest-testmon pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Venv {
+    /// pytest 9.0.2, pytest-testmon 2.2.0
+    Testmon22,
+    /// pytest 8.3.5, pytest-testmon 2.1.4
+    Testmon21,
+}
+
+pub const VENVS: [Venv; 2] = [Venv::Testmon22, Venv::Testmon21];
+
+impl Venv {
+    pub fn dir(self) -> PathBuf {
+        repo().join(match self {
+            Venv::Testmon22 => ".venv",
+            Venv::Testmon21 => ".venv-214",
+        })
+    }
+
+    pub fn pytest(self) -> PathBuf {
+        let pytest = self.dir().join("bin/pytest");
+        assert!(
+            pytest.exists(),
+            "{} missing: run scripts/setup first",
+            pytest.display()
+        );
+        pytest
+    }
+
+    pub fn python(self) -> PathBuf {
+        self.dir().join("bin/python")
+    }
+}
+
+/// A copy of a fixture project in a temporary directory.
+pub struct Project {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Project {
+    pub fn copy(fixture: &str) -> Project {
+        let tmp = tempfile::Builder::new()
+            .prefix("testmon-run-it-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().join(fixture);
+        copy_dir(&repo().join("tests/fixtures").join(fixture), &root);
+        Project { _tmp: tmp, root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn datafile(&self) -> PathBuf {
+        self.path(".testmondata")
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    /// Replaces `from` (which must occur once) by `to` in a file.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{rel} must contain {from:?} once"
+        );
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel)).unwrap();
+    }
+
+    /// `testmon-run ARGS -- <venv>/bin/pytest --testmon PYTEST_ARGS`
+    pub fn testmon_run(&self, venv: Venv, args: &[&str], pytest_args: &[&str]) -> Cmd {
+        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &self.root);
+        cmd.args(args)
+            .arg("--")
+            .arg(venv.pytest())
+            .arg("--testmon")
+            .args(pytest_args);
+        cmd
+    }
+
+    /// `<venv>/bin/pytest --testmon PYTEST_ARGS`, single process.
+    pub fn pytest(&self, venv: Venv, pytest_args: &[&str]) -> Cmd {
+        let mut cmd = Cmd::new(venv.pytest(), &self.root);
+        cmd.arg("--testmon").args(pytest_args);
+        cmd
+    }
+
+    /// Every file under the project, relative, with the ones a run may leave filtered out.
+    pub fn files(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        list_files(&self.root, &self.root, &mut out);
+        out
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str == "__pycache__"
+            || name_str == ".pytest_cache"
+            || name_str.starts_with(".testmondata")
+        {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            list_files(root, &path, out);
+        } else {
+            out.insert(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+/// A command under test, run with a timeout, recording which tests started.
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Node ids of the tests that started, in any order.
+    pub ran: BTreeSet<String>,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.code
+            .unwrap_or_else(|| panic!("killed by a signal\n{}", self.output()))
+    }
+
+    pub fn output(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
+    }
+
+    /// The last non-empty line of stdout: pytest's summary line.
+    pub fn summary(&self) -> &str {
+        self.stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+    }
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<OsString>, cwd: &Path) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.to_path_buf(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(&mut self, arg: impl Into<OsString>) -> &mut Cmd {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(&mut self, args: I) -> &mut Cmd {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(&mut self, key: &str, value: impl Into<OsString>) -> &mut Cmd {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    pub fn env_remove(&mut self, key: &str) -> &mut Cmd {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).current_dir(&self.cwd);
+        // A clean, deterministic environment for pytest and testmon.
+        for key in [
+            "TESTMON_DATAFILE",
+            "PYTEST_ADDOPTS",
+            "PYTEST_XDIST_AUTO_NUM_WORKERS",
+            "COLUMNS",
+        ] {
+            cmd.env_remove(key);
+        }
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd
+    }
+
+    /// Runs to completion (or the timeout), with `-p ran_log` recording the tests that start.
+    pub fn run(&self) -> Run {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let support = repo().join("tests/support");
+        let mut cmd = self.command();
+        let pythonpath = match std::env::var_os("PYTHONPATH") {
+            Some(p) if !p.is_empty() => {
+                let mut v = support.into_os_string();
+                v.push(":");
+                v.push(p);
+                v
+            }
+            _ => support.into_os_string(),
+        };
+        cmd.env("PYTHONPATH", pythonpath).env("RAN_LOG", log.path());
+        cmd.arg("-p").arg("ran_log");
+        let mut run = run_with_timeout(cmd);
+        run.ran = std::fs::read_to_string(log.path())
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        run
+    }
+
+    /// Runs exactly as built, without the ran_log plugin.
+    pub fn run_plain(&self) -> Run {
+        run_with_timeout(self.command())
+    }
+}
+
+pub fn run_with_timeout(mut cmd: Command) -> Run {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stdout.read_to_end(&mut s).ok();
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stderr.read_to_end(&mut s).ok();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            child.kill().ok();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
+        ran: BTreeSet::new(),
+    }
+}
+
+/// One test's record, canonically: failed flag and sorted (filename, fsha, checksums hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord {
+    pub failed: Option<i64>,
+    pub fingerprints: Vec<(String, String, String)>,
+}
+
+impl TestRecord {
+    pub fn files(&self) -> BTreeSet<&str> {
+        self.fingerprints
+            .iter()
+            .map(|(f, _, _)| f.as_str())
+            .collect()
+    }
+}
+
+/// environment name → test name → record; ids, mtimes, durations and `forced` left out.
+pub type Dump = BTreeMap<String, BTreeMap<String, TestRecord>>;
+
+pub fn dump(datafile: &Path) -> Dump {
+    let conn =
+        rusqlite::Connection::open_with_flags(datafile, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", datafile.display()));
+    let mut out = Dump::new();
+    let mut envs = conn
+        .prepare("SELECT id, environment_name FROM environment")
+        .unwrap();
+    let envs: Vec<(i64, String)> = envs
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (env_id, env_name) in envs {
+        let mut tests = conn
+            .prepare("SELECT id, test_name, failed FROM test_execution WHERE environment_id = ?")
+            .unwrap();
+        let tests: Vec<(i64, String, Option<i64>)> = tests
+            .query_map([env_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let entry = out.entry(env_name).or_default();
+        for (te_id, name, failed) in tests {
+            let mut fps = conn
+                .prepare(
+                    "SELECT f.filename, f.fsha, f.method_checksums FROM test_execution_file_fp l
+                     JOIN file_fp f ON f.id = l.fingerprint_id WHERE l.test_execution_id = ?",
+                )
+                .unwrap();
+            let mut fingerprints: Vec<(String, String, String)> = fps
+                .query_map([te_id], |r| {
+                    let blob: Option<Vec<u8>> = r.get(2)?;
+                    let hex = blob
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        hex,
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            fingerprints.sort();
+            assert!(
+                entry
+                    .insert(
+                        name.clone(),
+                        TestRecord {
+                            failed,
+                            fingerprints
+                        }
+                    )
+                    .is_none(),
+                "{name} twice"
+            );
+        }
+    }
+    out
+}
+
+/// Tests whose fingerprints depend on the schedule (DESIGN.md, "The invariant"): they share
+/// a session-, module- or class-scoped fixture, whose setup testmon records in whichever test
+/// triggered it first. Each maps to the files that fixture's setup touches.
+pub fn schedule_dependent(test: &str) -> Option<&'static [&'static str]> {
+    const SQUARES_TABLE: &[&str] = &["tests/conftest.py", "calc/arith.py"];
+    const SAMPLE_WORDS: &[&str] = &["calc/strings.py"];
+    const BIG_RECT: &[&str] = &["calc/shapes.py", "calc/arith.py"];
+    match test {
+        "tests/test_arith.py::test_squares_table"
+        | "tests/sub/test_geometry.py::TestDistances::test_uses_squares_table" => {
+            Some(SQUARES_TABLE)
+        }
+        "tests/test_strings.py::test_sample_words"
+        | "tests/test_strings.py::test_palindromes_in_sample" => Some(SAMPLE_WORDS),
+        t if t.starts_with("tests/test_shapes.py::TestShape::") => Some(BIG_RECT),
+        _ => None,
+    }
+}
+
+/// Asserts two dumps are equal: exactly, except that schedule-dependent tests are compared by
+/// failed flag and by the files they touch outside their shared fixture's files.
+pub fn assert_same_records(parallel: &Dump, single: &Dump, step: &str) {
+    assert_eq!(
+        parallel.keys().collect::<Vec<_>>(),
+        single.keys().collect::<Vec<_>>(),
+        "{step}: environments differ"
+    );
+    for (env, tests) in single {
+        let ours = &parallel[env];
+        let our_names: BTreeSet<&String> = ours.keys().collect();
+        let their_names: BTreeSet<&String> = tests.keys().collect();
+        assert_eq!(
+            our_names, their_names,
+            "{step}: recorded tests differ in environment {env}"
+        );
+        for (name, record) in tests {
+            let mine = &ours[name];
+            match schedule_dependent(name) {
+                None => assert_eq!(mine, record, "{step}: record of {name} differs"),
+                Some(fixture_files) => {
+                    assert_eq!(
+                        mine.failed, record.failed,
+                        "{step}: failed flag of {name} differs"
+                    );
+                    let strip = |r: &TestRecord| -> BTreeSet<String> {
+                        r.files()
+                            .into_iter()
+                            .filter(|f| !fixture_files.contains(f))
+                            .map(String::from)
+                            .collect()
+                    };
+                    assert_eq!(strip(mine), strip(record), "{step}: files of {name} differ");
+                }
+            }
+        }
+    }
+}
+
+/// Asserts two runs ran the same tests.
+pub fn assert_same_ran(parallel: &Run, single: &Run, step: &str) {
+    assert_eq!(
+        parallel.ran,
+        single.ran,
+        "{step}: different tests ran\nparallel:\n{}\nsingle:\n{}",
+        parallel.output(),
+        single.output()
+    );
+}
