@@ -19,11 +19,12 @@ PROTOCOL = 1
 
 def testmon_facts(config):
     """What the installed testmon would use for this run, or None when it is not loaded."""
-    if not config.pluginmanager.hasplugin("testmon.pytest_testmon"):
-        try:
-            import testmon  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-        except ImportError:
-            return None
+    loaded = any(
+        getattr(plugin, "__name__", None) == "testmon.pytest_testmon"
+        for plugin in config.pluginmanager.get_plugins()
+    )
+    if not loaded:
+        return None
     # pylint: disable=import-outside-toplevel
     from testmon import TESTMON_VERSION
     from testmon import configure as tm_configure

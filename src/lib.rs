@@ -231,12 +231,10 @@ fn final_report(outcome: &RunOutcome, width: usize, seconds: f64) -> String {
         }
     }
     if let Some(n) = outcome.stopped_after {
+        // pytest's own wording, plural included.
         out.push_str(&report::sep(
             '!',
-            &format!(
-                "stopping after {n} failure{}",
-                if n == 1 { "" } else { "s" }
-            ),
+            &format!("stopping after {n} failures"),
             width,
         ));
     }
