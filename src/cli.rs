@@ -42,7 +42,8 @@ struct Args {
         short = 'n',
         long = "numprocesses",
         value_name = "N|auto",
-        default_value = "auto"
+        default_value = "auto",
+        allow_negative_numbers = true
     )]
     workers: String,
 

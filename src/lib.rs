@@ -105,6 +105,7 @@ pub fn run(config: &Config) -> Result<u8> {
             exec_id: prepared.as_ref().map(|p| p.env.id),
             testrun_uid: &testrun_uid,
             log: run_dir.log(&worker::name(index)),
+            err_log: run_dir.err_log(&worker::name(index)),
             color,
             columns: width,
         };
@@ -125,6 +126,7 @@ pub fn run(config: &Config) -> Result<u8> {
         "{}",
         final_report(&outcome, width, started.elapsed().as_secs_f64())
     );
+    show_pytest_errors(&outcome, &run_dir, &names);
     Ok(exit_code(&outcome))
 }
 
@@ -260,6 +262,31 @@ fn final_report(outcome: &RunOutcome, width: usize, seconds: f64) -> String {
     );
     out.push_str(&report::summary_line(&stats, seconds, width));
     out
+}
+
+/// pytest's own words when a worker's pytest ended with a usage or internal error (the same
+/// in every worker, so shown once): its stderr, or its INTERNALERROR lines.
+fn show_pytest_errors(outcome: &RunOutcome, run_dir: &RunDir, names: &[String]) {
+    let first_with = |code: u8| {
+        outcome
+            .exitstatus
+            .iter()
+            .position(|s| *s == Some(i32::from(code)))
+            .map(|i| &names[i])
+    };
+    if let Some(name) = first_with(exit::USAGE_ERROR) {
+        let text = std::fs::read_to_string(run_dir.err_log(name)).unwrap_or_default();
+        eprint!("{text}");
+    } else if let Some(name) = first_with(exit::INTERNAL_ERROR) {
+        let text = std::fs::read_to_string(run_dir.log(name)).unwrap_or_default();
+        for line in text.lines().filter(|l| l.starts_with("INTERNALERROR>")) {
+            eprintln!("{line}");
+        }
+        eprint!(
+            "{}",
+            std::fs::read_to_string(run_dir.err_log(name)).unwrap_or_default()
+        );
+    }
 }
 
 fn exit_code(outcome: &RunOutcome) -> u8 {

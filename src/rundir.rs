@@ -68,6 +68,10 @@ impl RunDir {
         self.path.join(format!("{worker}.log"))
     }
 
+    pub fn err_log(&self, worker: &str) -> PathBuf {
+        self.path.join(format!("{worker}.err"))
+    }
+
     /// Writes the plan atomically: a temp file, then a rename.
     pub fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
         let tmp = self.path.join("plan.json.tmp");

@@ -151,7 +151,9 @@ impl<'a> Supervisor<'a> {
                 .into_iter()
                 .flat_map(|u| u.tests)
                 .collect();
-            if !self.stopping && !self.out.interrupted {
+            // Tests are "not run" only when a crash left them behind; after collection
+            // errors, -x or pytest.exit() pytest itself would not have run them either.
+            if !self.stopping && !self.out.interrupted && !self.out.problems.is_empty() {
                 for i in left {
                     self.out.not_run.push(self.out.run_list[i].clone());
                 }

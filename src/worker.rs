@@ -30,7 +30,10 @@ pub struct Spec<'a> {
     pub datafile: Option<&'a Path>,
     pub exec_id: Option<i64>,
     pub testrun_uid: &'a str,
+    /// The worker's stdout (pytest's own terminal output).
     pub log: PathBuf,
+    /// The worker's stderr (pytest's usage errors, Python's fatal errors).
+    pub err_log: PathBuf,
     pub color: bool,
     pub columns: usize,
 }
@@ -68,6 +71,7 @@ pub struct Worker {
     child: Child,
     writer: UnixStream,
     pub log: PathBuf,
+    pub err_log: PathBuf,
 }
 
 pub fn name(index: usize) -> String {
@@ -82,6 +86,8 @@ impl Worker {
         let raw = their_fd.as_raw_fd();
         let log =
             File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        let err_log = File::create(&spec.err_log)
+            .with_context(|| format!("creating {}", spec.err_log.display()))?;
         let mut cmd =
             pycommand::with_plugin(spec.command, WORKER_MODULE, spec.python_path, spec.datafile);
         cmd.env("TESTMON_RUN_DIR", spec.run_dir)
@@ -92,8 +98,8 @@ impl Worker {
             .env("PYTEST_XDIST_TESTRUNUID", spec.testrun_uid)
             .env("COLUMNS", spec.columns.to_string())
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(log)
+            .stderr(err_log)
             .process_group(0);
         if let Some(exec_id) = spec.exec_id {
             cmd.env("TESTMON_RUN_EXEC_ID", exec_id.to_string());
@@ -142,6 +148,7 @@ impl Worker {
             child,
             writer: ours,
             log: spec.log.clone(),
+            err_log: spec.err_log.clone(),
         })
     }
 
@@ -164,13 +171,23 @@ impl Worker {
         }
     }
 
-    /// The last lines the worker printed, for crash reports.
+    /// The last lines the worker printed on stdout and stderr, for crash reports.
     pub fn last_output(&self, lines: usize) -> String {
-        let text = std::fs::read(&self.log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        [&self.log, &self.err_log]
+            .iter()
+            .map(|path| tail(path, lines))
+            .filter(|text| !text.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Drop for Worker {

@@ -3,4 +3,7 @@
 
 mod support;
 
+mod errors;
+mod isolation;
 mod parity;
+mod robustness;

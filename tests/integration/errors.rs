@@ -1,0 +1,606 @@
+//! Exit codes, bad input and clean-up: testmon-run exits as single-process `pytest --testmon`
+//! does, refuses bad input with one line on stderr (exit 4, never a panic or a traceback),
+//! and leaves nothing behind, neither in the temp directory nor in the project.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
+
+/// A fresh directory to be the command's TMPDIR, where testmon-run makes its run directory.
+fn fresh_tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("testmon-run-it-tmpdir-")
+        .tempdir()
+        .unwrap()
+}
+
+/// The names in a directory, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Nothing (no `testmon-run-*` run directory, nor anything else) is left in TMPDIR. The
+/// fixture projects use no `tmp_path`, so pytest itself puts nothing there either.
+fn assert_tmpdir_empty(tmpdir: &Path, what: &str, run: &Run) {
+    let left = entries(tmpdir);
+    assert!(
+        left.is_empty(),
+        "{what}: left in TMPDIR {}: {left:?}\n{}",
+        tmpdir.display(),
+        run.output()
+    );
+}
+
+/// `testmon-run ARGS` in `cwd`, exactly as given (no test-support plugin), with TMPDIR set.
+fn testmon_run_plain(cwd: &Path, args: &[&str], tmpdir: &Path) -> Run {
+    let mut cmd = Cmd::new(BIN, cwd);
+    cmd.args(args).env("TMPDIR", tmpdir);
+    cmd.run_plain()
+}
+
+fn assert_no_crash(run: &Run, what: &str) {
+    for text in [&run.stdout, &run.stderr] {
+        assert!(
+            !text.contains("panicked") && !text.contains("Traceback"),
+            "{what}: a panic or a traceback\n{}",
+            run.output()
+        );
+    }
+}
+
+/// testmon-run's own usage error: exit 4, one line `testmon-run: error: ...` on stderr,
+/// nothing on stdout. Returns the message.
+fn assert_own_usage_error(run: &Run, what: &str) -> String {
+    assert_no_crash(run, what);
+    assert_eq!(run.code(), 4, "{what}: exit code\n{}", run.output());
+    let stderr = run.stderr.trim();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{what}: not one line on stderr\n{}",
+        run.output()
+    );
+    assert!(
+        stderr.starts_with("testmon-run: error: "),
+        "{what}: not testmon-run's error line\n{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.trim().is_empty(),
+        "{what}: output on stdout\n{}",
+        run.output()
+    );
+    stderr.to_string()
+}
+
+/// pytest's summary line without its `=` decoration and its duration.
+fn summary(run: &Run) -> String {
+    let line = run
+        .summary()
+        .trim_matches(|c: char| c == '=' || c.is_whitespace());
+    match line.rfind(" in ") {
+        Some(at) => line[..at].to_string(),
+        None => line.to_string(),
+    }
+}
+
+/// The project files of both twins are the same set.
+fn assert_same_files(ours: &Project, theirs: &Project, what: &str) {
+    let (ours, theirs) = (ours.files(), theirs.files());
+    assert_eq!(
+        ours,
+        theirs,
+        "{what}: the project trees differ (testmon-run left {:?}, pytest left {:?})",
+        ours.difference(&theirs).collect::<Vec<_>>(),
+        theirs.difference(&ours).collect::<Vec<_>>()
+    );
+}
+
+/// `testmon-run -n 2` on `ours` (with a fresh TMPDIR, returned) and single-process
+/// `pytest --testmon` on `theirs`.
+fn twin_runs(ours: &Project, theirs: &Project, venv: Venv) -> (Run, Run, tempfile::TempDir) {
+    let tmpdir = fresh_tmpdir();
+    let run = ours
+        .testmon_run(venv, &["-n", "2"], &[])
+        .env("TMPDIR", tmpdir.path())
+        .run();
+    let single = theirs.pytest(venv, &[]).run();
+    (run, single, tmpdir)
+}
+
+/// Both exited with `expected`, printed the same summary, ran the same tests; testmon-run
+/// left nothing in TMPDIR and the same files in the project as pytest. The exit code is
+/// checked last, so that a wrong code does not hide the rest.
+fn assert_twins(
+    (run, single, tmpdir): &(Run, Run, tempfile::TempDir),
+    ours: &Project,
+    theirs: &Project,
+    expected: i32,
+    what: &str,
+) {
+    assert_no_crash(run, what);
+    assert_eq!(
+        single.code(),
+        expected,
+        "{what}: single-process pytest (the reference) exits otherwise\n{}",
+        single.output()
+    );
+    assert_tmpdir_empty(tmpdir.path(), what, run);
+    assert_same_files(ours, theirs, what);
+    assert_eq!(
+        summary(run),
+        summary(single),
+        "{what}: summary lines differ\n{}\n--- single ---\n{}",
+        run.output(),
+        single.output()
+    );
+    assert_same_ran(run, single, what);
+    assert_eq!(
+        run.code(),
+        single.code(),
+        "{what}: exit code differs from single-process pytest\n{}\n--- single ---\n{}",
+        run.output(),
+        single.output()
+    );
+}
+
+/// One step on twin copies: see `twin_runs` and `assert_twins`.
+fn twin_step(ours: &Project, theirs: &Project, venv: Venv, expected: i32, what: &str) -> Run {
+    let runs = twin_runs(ours, theirs, venv);
+    assert_twins(&runs, ours, theirs, expected, what);
+    runs.0
+}
+
+fn fix_both(project: &Project) {
+    project.edit(
+        "tests/test_arith.py",
+        "assert arith.add(2, 2) == 5",
+        "assert arith.add(2, 2) == 4",
+    );
+    project.edit(
+        "tests/test_strings.py",
+        "raise RuntimeError(\"this fixture always fails during setup\")",
+        "return None",
+    );
+}
+
+/// Fresh run (1), unchanged (1, testmon deselects the passing tests), both failures fixed (0),
+/// unchanged again (0 with nothing run: testmon deselects everything). Every step leaves no
+/// run directory in TMPDIR and the same files as single-process pytest.
+#[test]
+fn exit_codes_match_pytest_fresh_failing_fixed_and_all_deselected() {
+    for venv in VENVS {
+        let ours = Project::copy("proj");
+        let theirs = Project::copy("proj");
+
+        let fresh = twin_step(&ours, &theirs, venv, 1, &format!("{venv:?} fresh run"));
+        assert_eq!(
+            fresh.ran.len(),
+            53,
+            "{venv:?} fresh run\n{}",
+            fresh.output()
+        );
+        assert!(
+            summary(&fresh).contains("1 failed") && summary(&fresh).contains("1 error"),
+            "{venv:?} fresh run: {}",
+            fresh.summary()
+        );
+
+        let again = twin_step(&ours, &theirs, venv, 1, &format!("{venv:?} unchanged"));
+        assert!(
+            summary(&again).contains("deselected"),
+            "{venv:?} unchanged: {}",
+            again.summary()
+        );
+
+        fix_both(&ours);
+        fix_both(&theirs);
+        let fixed = twin_step(&ours, &theirs, venv, 0, &format!("{venv:?} fixed"));
+        assert!(!fixed.ran.is_empty(), "{venv:?} fixed\n{}", fixed.output());
+
+        // testmon 2.x does not even collect unchanged files here, so pytest's own summary
+        // says "no tests ran" (not "deselected"); testmon-run must say the same and exit 0,
+        // not 5.
+        let green = twin_step(&ours, &theirs, venv, 0, &format!("{venv:?} all deselected"));
+        assert!(
+            green.ran.is_empty(),
+            "{venv:?} all deselected: tests ran\n{}",
+            green.output()
+        );
+    }
+}
+
+/// A collection error interrupts single-process pytest (2); testmon-run must exit the same
+/// and show the error.
+#[test]
+fn collection_error_exits_like_pytest() {
+    for venv in VENVS {
+        let what = format!("{venv:?} syntax_error");
+        let ours = Project::copy("syntax_error");
+        let theirs = Project::copy("syntax_error");
+        let runs = twin_runs(&ours, &theirs, venv);
+        let run = &runs.0;
+        assert_no_crash(run, &what);
+        assert!(
+            run.stdout.contains("ERROR collecting")
+                || run.stdout.contains("error during collection"),
+            "{what}: the collection error is not shown\n{}",
+            run.output()
+        );
+        assert!(
+            run.stdout.contains("tests/test_broken.py"),
+            "{what}: the broken file is not named\n{}",
+            run.output()
+        );
+        assert_twins(&runs, &ours, &theirs, 2, &what);
+    }
+}
+
+/// A project whose tests directory holds no tests: 5, as pytest.
+#[test]
+fn no_tests_collected_exits_5_like_pytest() {
+    for venv in VENVS {
+        let what = format!("{venv:?} empty tests dir");
+        let ours = Project::copy("syntax_error");
+        let theirs = Project::copy("syntax_error");
+        for p in [&ours, &theirs] {
+            p.remove("tests/test_ok.py");
+            p.remove("tests/test_broken.py");
+            p.write("tests/README.txt", "No tests here yet.\n");
+            assert_eq!(
+                p.files(),
+                BTreeSet::from(["conftest.py", "pytest.ini", "tests/README.txt"].map(String::from))
+            );
+        }
+        let run = twin_step(&ours, &theirs, venv, 5, &what);
+        assert!(run.ran.is_empty(), "{what}\n{}", run.output());
+    }
+}
+
+/// A pytest usage error, from the probe: pytest's own message, shown once, and pytest's exit
+/// code (4); the same stderr as single-process pytest, nothing added, nothing left behind.
+fn assert_pytest_usage_error(venv: Venv, pytest_args: &[&str], message: &str) {
+    let what = format!("{venv:?} {pytest_args:?}");
+    let project = Project::copy("proj");
+    let before = project.files();
+    let tmpdir = fresh_tmpdir();
+    let run = project
+        .testmon_run(venv, &["-n", "2"], pytest_args)
+        .env("TMPDIR", tmpdir.path())
+        .run_plain();
+    let single = project.pytest(venv, pytest_args).run_plain();
+    assert_no_crash(&run, &what);
+    assert_eq!(single.code(), 4, "{what}: reference\n{}", single.output());
+    assert_eq!(run.code(), 4, "{what}\n{}", run.output());
+    assert_eq!(
+        run.stderr.matches(message).count(),
+        1,
+        "{what}: pytest's message {message:?} not shown exactly once\n{}",
+        run.output()
+    );
+    assert_eq!(
+        run.stderr.matches("error:").count(),
+        1,
+        "{what}: more than pytest's one error line\n{}",
+        run.output()
+    );
+    assert_eq!(
+        run.stderr, single.stderr,
+        "{what}: stderr differs from single-process pytest's"
+    );
+    assert!(
+        run.stdout.trim().is_empty(),
+        "{what}: output on stdout\n{}",
+        run.output()
+    );
+    assert_tmpdir_empty(tmpdir.path(), &what, &run);
+    assert_eq!(project.files(), before, "{what}: the project changed");
+}
+
+#[test]
+fn bad_pytest_argument_shows_pytests_message_once() {
+    for venv in VENVS {
+        assert_pytest_usage_error(
+            venv,
+            &["--no-such-option"],
+            "unrecognized arguments: --no-such-option",
+        );
+    }
+}
+
+/// A test path that does not exist: pytest's own `file or directory not found` error
+/// (exit 4, on stderr), shown once, as single-process pytest shows it.
+#[test]
+fn missing_test_path_shows_pytests_message_once() {
+    for venv in VENVS {
+        let what = format!("{venv:?} tests/nope.py");
+        let ours = Project::copy("proj");
+        let theirs = Project::copy("proj");
+        let tmpdir = fresh_tmpdir();
+        let run = ours
+            .testmon_run(venv, &["-n", "2"], &["tests/nope.py"])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        let single = theirs.pytest(venv, &["tests/nope.py"]).run();
+        let message = "file or directory not found: tests/nope.py";
+        assert_no_crash(&run, &what);
+        assert_eq!(single.code(), 4, "{what}: reference\n{}", single.output());
+        assert_eq!(
+            single.stderr.matches(message).count(),
+            1,
+            "{what}: reference\n{}",
+            single.output()
+        );
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        assert_same_files(&ours, &theirs, &what);
+        assert!(run.ran.is_empty(), "{what}\n{}", run.output());
+        assert_eq!(run.code(), 4, "{what}\n{}", run.output());
+        assert_eq!(
+            run.stderr.matches(message).count(),
+            1,
+            "{what}: pytest's message {message:?} not shown exactly once on stderr\n{}",
+            run.output()
+        );
+    }
+}
+
+/// testmon not available to the command: with its plugin blocked, pytest itself rejects
+/// `--testmon` (exit 4), and that message is what the user sees.
+#[test]
+fn testmon_not_loaded_is_pytests_usage_error() {
+    for venv in VENVS {
+        assert_pytest_usage_error(
+            venv,
+            &["-p", "no:pytest-testmon"],
+            "unrecognized arguments: --testmon",
+        );
+    }
+}
+
+#[test]
+fn missing_command_is_a_usage_error() {
+    let project = Project::copy("proj");
+    for args in [&["-n", "2", "--"][..], &["-n", "2"], &[], &["--"]] {
+        let what = format!("testmon-run {args:?}");
+        let tmpdir = fresh_tmpdir();
+        let run = testmon_run_plain(&project.root, args, tmpdir.path());
+        let message = assert_own_usage_error(&run, &what);
+        assert!(message.contains("command"), "{what}: {message}");
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+    }
+}
+
+#[test]
+fn command_not_found_is_a_usage_error() {
+    let project = Project::copy("proj");
+    let before = project.files();
+    let tmpdir = fresh_tmpdir();
+    let what = "-- /nonexistent/pytest";
+    let run = testmon_run_plain(
+        &project.root,
+        &["-n", "2", "--", "/nonexistent/pytest", "--testmon"],
+        tmpdir.path(),
+    );
+    let message = assert_own_usage_error(&run, what);
+    assert!(message.contains("/nonexistent/pytest"), "{what}: {message}");
+    assert_tmpdir_empty(tmpdir.path(), what, &run);
+    assert_eq!(project.files(), before, "{what}: the project changed");
+}
+
+#[test]
+fn command_that_is_not_pytest_is_a_usage_error() {
+    let project = Project::copy("proj");
+    let before = project.files();
+    for program in ["true", "ls"] {
+        let what = format!("-- {program}");
+        let tmpdir = fresh_tmpdir();
+        let run = testmon_run_plain(&project.root, &["-n", "2", "--", program], tmpdir.path());
+        let message = assert_own_usage_error(&run, &what);
+        assert!(
+            message.contains(&format!("`{program}")),
+            "{what}: the message does not name the command: {message}"
+        );
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        assert_eq!(project.files(), before, "{what}: the project changed");
+    }
+}
+
+#[test]
+fn bad_worker_count_and_dist_are_usage_errors() {
+    let project = Project::copy("proj");
+    let pytest = Venv::Testmon22.pytest();
+    let pytest = pytest.to_str().unwrap();
+    for (args, bad) in [
+        (&["-n", "-1"][..], "-1"),
+        (&["-n", "two"], "two"),
+        (&["--dist", "each"], "each"),
+    ] {
+        let what = format!("testmon-run {args:?}");
+        let tmpdir = fresh_tmpdir();
+        let all = [args, &["--", pytest, "--testmon"]].concat();
+        let run = testmon_run_plain(&project.root, &all, tmpdir.path());
+        let message = assert_own_usage_error(&run, &what);
+        assert!(
+            message.contains(bad),
+            "{what}: the message does not name {bad:?}: {message}"
+        );
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        assert!(
+            !project.datafile().exists(),
+            "{what}: pytest ran anyway\n{}",
+            run.output()
+        );
+    }
+}
+
+#[test]
+fn unusable_datafile_is_a_usage_error() {
+    for venv in VENVS {
+        let project = Project::copy("proj");
+        let elsewhere = tempfile::tempdir().unwrap();
+
+        // In a directory that does not exist: refused, and the directory not created.
+        let missing_dir = elsewhere.path().join("missing");
+        let datafile = missing_dir.join("x.testmondata");
+        let what = format!("{venv:?} --datafile in a missing directory");
+        let tmpdir = fresh_tmpdir();
+        let run = project
+            .testmon_run(
+                venv,
+                &["-n", "2", "--datafile", datafile.to_str().unwrap()],
+                &[],
+            )
+            .env("TMPDIR", tmpdir.path())
+            .run_plain();
+        let message = assert_own_usage_error(&run, &what);
+        assert!(
+            message.contains(missing_dir.to_str().unwrap()),
+            "{what}: {message}"
+        );
+        assert!(!missing_dir.exists(), "{what}: the directory was created");
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+
+        // A directory: refused, and left empty.
+        let dir = elsewhere.path().join("a-directory");
+        std::fs::create_dir(&dir).unwrap();
+        let what = format!("{venv:?} --datafile is a directory");
+        let tmpdir = fresh_tmpdir();
+        let run = project
+            .testmon_run(venv, &["-n", "2", "--datafile", dir.to_str().unwrap()], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run_plain();
+        let message = assert_own_usage_error(&run, &what);
+        assert!(message.contains(dir.to_str().unwrap()), "{what}: {message}");
+        assert!(entries(&dir).is_empty(), "{what}: written into {dir:?}");
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+
+        // Not a SQLite file: refused, and left exactly as it was, nothing beside it.
+        project.write(".testmondata", "hello");
+        let before = project.files();
+        let what = format!("{venv:?} .testmondata is not SQLite");
+        let tmpdir = fresh_tmpdir();
+        let run = project
+            .testmon_run(venv, &["-n", "2"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run_plain();
+        let message = assert_own_usage_error(&run, &what);
+        assert!(message.contains(".testmondata"), "{what}: {message}");
+        assert_eq!(project.read(".testmondata"), "hello", "{what}");
+        assert_eq!(project.files(), before, "{what}: the project changed");
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+    }
+}
+
+/// `--keep-run-dir` keeps the run directory in TMPDIR, says where on stderr, and it holds the
+/// plan and the workers' spools.
+#[test]
+fn keep_run_dir_keeps_plan_and_spools() {
+    for venv in VENVS {
+        let what = format!("{venv:?} --keep-run-dir");
+        let project = Project::copy("proj");
+        let tmpdir = fresh_tmpdir();
+        let run = project
+            .testmon_run(venv, &["-n", "2", "--keep-run-dir"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        assert_no_crash(&run, &what);
+        assert_eq!(run.code(), 1, "{what}\n{}", run.output());
+        let kept: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("testmon-run: run directory kept at "))
+            .collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "{what}: path not printed once\n{}",
+            run.output()
+        );
+        let kept = PathBuf::from(kept[0].trim());
+        assert_eq!(
+            kept.parent(),
+            Some(tmpdir.path()),
+            "{what}: {} is not in TMPDIR",
+            kept.display()
+        );
+        let name = kept.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("testmon-run-"), "{what}: {name}");
+        assert_eq!(entries(tmpdir.path()), [name], "{what}: TMPDIR");
+        let inside = entries(&kept);
+        assert!(
+            inside.iter().any(|f| f == "plan.json"),
+            "{what}: no plan.json in {inside:?}"
+        );
+        assert!(
+            inside.iter().any(|f| f.starts_with("spool")),
+            "{what}: no spool in {inside:?}"
+        );
+        std::fs::remove_dir_all(&kept).unwrap();
+        assert!(entries(tmpdir.path()).is_empty());
+    }
+}
+
+/// `-n 0` runs the command as it is: the same exit code, tests, summary and records as
+/// single-process pytest, and no run directory.
+#[test]
+fn zero_workers_runs_the_command_as_is() {
+    for venv in VENVS {
+        let what = format!("{venv:?} -n 0");
+        let ours = Project::copy("proj");
+        let theirs = Project::copy("proj");
+        let tmpdir = fresh_tmpdir();
+        let run = ours
+            .testmon_run(venv, &["-n", "0"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        let single = theirs.pytest(venv, &[]).run();
+        assert_no_crash(&run, &what);
+        assert_eq!(single.code(), 1, "{what}: reference\n{}", single.output());
+        assert_eq!(
+            run.code(),
+            single.code(),
+            "{what}\n{}\n--- single ---\n{}",
+            run.output(),
+            single.output()
+        );
+        assert_eq!(run.ran.len(), 53, "{what}\n{}", run.output());
+        assert_same_ran(&run, &single, &what);
+        assert_eq!(summary(&run), summary(&single), "{what}");
+        assert!(
+            !run.stdout.lines().any(|l| l.starts_with("testmon-run")),
+            "{what}: testmon-run's own header or report\n{}",
+            run.output()
+        );
+        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        assert_same_files(&ours, &theirs, &what);
+        assert_same_records(&dump(&ours.datafile()), &dump(&theirs.datafile()), &what);
+    }
+}
+
+#[test]
+fn help_exits_0_with_an_example() {
+    let project = Project::copy("proj");
+    for flag in ["--help", "-h"] {
+        let tmpdir = fresh_tmpdir();
+        let run = testmon_run_plain(&project.root, &[flag], tmpdir.path());
+        assert_no_crash(&run, flag);
+        assert_eq!(run.code(), 0, "{flag}\n{}", run.output());
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("testmon-run -n")),
+            "{flag}: no example line\n{}",
+            run.output()
+        );
+        assert!(run.stderr.is_empty(), "{flag}\n{}", run.output());
+        assert_tmpdir_empty(tmpdir.path(), flag, &run);
+    }
+}

@@ -1,0 +1,116 @@
+//! What a worker is: a pytest process that only reads the main database, sees xdist's
+//! environment variables, and never starts xdist itself, whatever the user's options say.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The isolation fixture's tests report how their process sees the world (tests/fixtures/
+/// isolation/tests/test_env.py); one JSON object per test.
+fn reports(project: &Project, venv: Venv, extra_env: &[(&str, &str)]) -> (Run, Vec<Value>) {
+    let report = project.path("isolation-report.jsonl");
+    let mut cmd = project.testmon_run(venv, &["-n", "2"], &[]);
+    cmd.env("ISOLATION_REPORT", &report);
+    for (key, value) in extra_env {
+        cmd.env(key, value);
+    }
+    let run = cmd.run();
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    std::fs::remove_file(&report).ok();
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (run, records)
+}
+
+#[test]
+fn workers_open_the_main_database_read_only() {
+    const O_ACCMODE: u64 = 0o3;
+    const O_RDONLY: u64 = 0;
+    for venv in VENVS {
+        let project = Project::copy("isolation");
+        let (run, records) = reports(&project, venv, &[]);
+        assert_eq!(run.code(), 0, "{}", run.output());
+        assert_eq!(records.len(), 6, "{}", run.output());
+        let datafile = project.datafile().to_string_lossy().into_owned();
+        for record in &records {
+            let opened = record["files"][datafile.as_str()]
+                .as_array()
+                .unwrap_or_else(|| {
+                    panic!("{venv:?}: the worker does not have {datafile} open: {record}")
+                });
+            assert!(!opened.is_empty());
+            for flags in opened {
+                let flags = flags.as_u64().unwrap();
+                assert_eq!(
+                    flags & O_ACCMODE,
+                    O_RDONLY,
+                    "{venv:?}: {datafile} opened with flags {flags:o}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn workers_see_xdist_environment() {
+    for venv in VENVS {
+        let project = Project::copy("isolation");
+        let (run, records) = reports(&project, venv, &[]);
+        assert_eq!(run.code(), 0, "{}", run.output());
+        let env_id: i64 = rusqlite::Connection::open(project.datafile())
+            .unwrap()
+            .query_row("SELECT id FROM environment", [], |r| r.get(0))
+            .unwrap();
+        let mut uids = BTreeSet::new();
+        for record in &records {
+            let env = &record["env"];
+            let worker = env["PYTEST_XDIST_WORKER"].as_str().unwrap();
+            assert!(worker == "gw0" || worker == "gw1", "{record}");
+            assert_eq!(env["TESTMON_RUN_WORKER"], worker);
+            assert_eq!(env["PYTEST_XDIST_WORKER_COUNT"], "2");
+            assert_eq!(env["TESTMON_RUN_EXEC_ID"], env_id.to_string().as_str());
+            assert_eq!(
+                env["TESTMON_DATAFILE"],
+                project.datafile().to_string_lossy().as_ref()
+            );
+            assert_eq!(
+                record["cwd"],
+                project.root.to_string_lossy().as_ref(),
+                "the user's cwd"
+            );
+            let uid = env["PYTEST_XDIST_TESTRUNUID"].as_str().unwrap().to_string();
+            assert_eq!(uid.len(), 32);
+            uids.insert(uid);
+        }
+        assert_eq!(uids.len(), 1, "one test run uid per run: {uids:?}");
+        // A second run has its own uid.
+        let (_, again) = reports(&project, venv, &[("PYTEST_ADDOPTS", "--testmon-noselect")]);
+        assert!(!again.is_empty());
+        assert!(!uids.contains(again[0]["env"]["PYTEST_XDIST_TESTRUNUID"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn n_in_addopts_does_not_start_xdist_in_workers() {
+    // .venv has pytest-xdist installed: a worker honouring `-n 2` would start two more.
+    let project = Project::copy("isolation");
+    let (run, records) = reports(
+        &project,
+        Venv::Testmon22,
+        &[("PYTEST_ADDOPTS", "-n 2 --dist loadscope")],
+    );
+    assert_eq!(run.code(), 0, "{}", run.output());
+    assert_eq!(records.len(), 6, "every test once: {}", run.output());
+    assert_eq!(run.ran.len(), 6);
+    for record in &records {
+        assert_eq!(
+            record["xdist_workerinput"], false,
+            "ran inside an xdist worker: {record}"
+        );
+        assert!(record["env"]["TESTMON_RUN_WORKER"].is_string());
+    }
+}

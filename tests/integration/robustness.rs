@@ -1,0 +1,206 @@
+//! What happens when things go wrong during a run: a worker crashes, workers collect
+//! different tests, the user presses Ctrl-C.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn empty_dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Processes whose environment names a run directory under `tmpdir`: our workers.
+fn workers_alive(tmpdir: &Path) -> Vec<u32> {
+    let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+            if String::from_utf8_lossy(&environ).contains(&needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
+    for venv in VENVS {
+        let project = Project::copy("crash");
+        let tmpdir = tempfile::tempdir().unwrap();
+        let run = project
+            .testmon_run(venv, &["-n", "2"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        assert_eq!(
+            run.code(),
+            3,
+            "{venv:?}: a crash is an internal error\n{}",
+            run.output()
+        );
+        assert!(
+            run.stdout.contains(
+                "crashed while running 'tests/test_crash.py::test_dies' (killed by SIGKILL)"
+            ),
+            "{}",
+            run.output()
+        );
+        assert!(
+            run.summary().contains("16 passed, 1 error"),
+            "{}",
+            run.summary()
+        );
+        assert_eq!(run.ran.len(), 17, "every test started once: {:?}", run.ran);
+        // Every test has a record: a real fingerprint, or testmon's placeholder for a test
+        // whose data was lost with the crashed worker (its coverage batch was not flushed).
+        let records = dump(&project.datafile());
+        let tests = &records["default"];
+        let placeholders: BTreeSet<String> = tests
+            .iter()
+            .filter(|(_, r)| r.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert!(
+            placeholders.contains("tests/test_crash.py::test_dies"),
+            "{placeholders:?}"
+        );
+        for n in 0..8 {
+            for name in ["before", "after"] {
+                let test = format!("tests/test_crash.py::test_{name}[{n}]");
+                let record = tests
+                    .get(&test)
+                    .unwrap_or_else(|| panic!("{test} not recorded"));
+                assert_eq!(record.failed, Some(0), "{test}");
+            }
+        }
+        assert!(
+            placeholders.len() < 17,
+            "the surviving worker's tests are recorded: {placeholders:?}"
+        );
+        assert!(
+            empty_dir_entries(tmpdir.path()).is_empty(),
+            "left behind: {:?}",
+            empty_dir_entries(tmpdir.path())
+        );
+        assert!(workers_alive(tmpdir.path()).is_empty());
+        // The next run selects exactly the tests without a real record.
+        let again = project
+            .testmon_run(venv, &["-n", "2"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        assert_eq!(again.ran, placeholders, "{}", again.output());
+    }
+}
+
+#[test]
+fn differing_collections_warn_and_run_each_test_once() {
+    for venv in VENVS {
+        let project = Project::copy("unstable_ids");
+        let run = project.testmon_run(venv, &["-n", "2"], &[]).run();
+        assert_eq!(run.code(), 0, "{}", run.output());
+        assert!(
+            run.stdout.contains("collected different tests"),
+            "{}",
+            run.output()
+        );
+        assert!(
+            run.stdout.contains("tests/test_ids.py::test_unstable[pid"),
+            "names the tests: {}",
+            run.output()
+        );
+        assert_eq!(run.ran.len(), 3, "{:?}", run.ran);
+        assert!(run.summary().contains("3 passed"), "{}", run.summary());
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
+    for venv in VENVS {
+        let project = Project::copy("slow");
+        let tmpdir = tempfile::tempdir().unwrap();
+        let mut builder = project.testmon_run(venv, &["-n", "2"], &[]);
+        builder.env("TMPDIR", tmpdir.path());
+        let mut cmd = builder.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // Wait until a few tests have passed, then interrupt.
+        let mut seen = Vec::new();
+        let start = Instant::now();
+        let progress_dots = |seen: &[u8]| {
+            let after_header = seen
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &seen[i..]);
+            after_header.iter().filter(|&&b| b == b'.').count()
+        };
+        while progress_dots(&seen) < 4 {
+            let mut buf = [0u8; 64];
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "run ended early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            assert!(start.elapsed() < TIMEOUT, "no progress");
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        let output = format!("{}{rest}", String::from_utf8_lossy(&seen));
+        assert_eq!(status.code(), Some(2), "{venv:?}: {output}");
+        assert!(output.contains("KeyboardInterrupt"), "{output}");
+        let finished: usize = output
+            .lines()
+            .last()
+            .unwrap_or("")
+            .split(" passed")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(finished >= 4 && finished < 24, "{output}");
+        // What finished is in the database with its fingerprints; the file is sound.
+        let conn = rusqlite::Connection::open(project.datafile()).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        drop(conn);
+        let recorded = dump(&project.datafile())["default"]
+            .values()
+            .filter(|r| r.failed == Some(0) && r.files().contains("tests/test_slow.py"))
+            .count();
+        assert!(
+            recorded >= 4,
+            "{venv:?}: only {recorded} tests recorded\n{output}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !workers_alive(tmpdir.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            workers_alive(tmpdir.path()).is_empty(),
+            "workers left running"
+        );
+        assert!(
+            empty_dir_entries(tmpdir.path()).is_empty(),
+            "left behind: {:?}",
+            empty_dir_entries(tmpdir.path())
+        );
+    }
+}
