@@ -48,9 +48,9 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
 /// What a run ended with, in pytest's precedence.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
+    /// Interrupted, or stopped by errors during collection (pytest's exit 2).
     pub interrupted: bool,
     pub internal_error: bool,
-    pub collection_errors: bool,
     pub usage_error: bool,
     pub failures: bool,
     pub tests_run: usize,
@@ -64,7 +64,7 @@ impl Outcome {
             USAGE_ERROR
         } else if self.internal_error {
             INTERNAL_ERROR
-        } else if self.interrupted || self.collection_errors {
+        } else if self.interrupted {
             INTERRUPTED
         } else if self.failures {
             TESTS_FAILED
@@ -99,14 +99,6 @@ mod tests {
             Outcome {
                 failures: true,
                 interrupted: true,
-                ..base
-            }
-            .exit_code(),
-            INTERRUPTED
-        );
-        assert_eq!(
-            Outcome {
-                collection_errors: true,
                 ..base
             }
             .exit_code(),

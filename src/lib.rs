@@ -40,7 +40,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
     let config = match cli::parse(args) {
         Ok(Parsed::Run(config)) => config,
         Ok(Parsed::Info(text)) => {
-            print!("{text}");
+            terminal::say(&text);
             return exit::OK;
         }
         Err(err) => {
@@ -69,6 +69,9 @@ pub fn run(config: &Config) -> Result<u8> {
     if config.workers == 0 {
         return Err(passthrough(&config.command, datafile.as_deref()));
     }
+    // Signals become events from here on: the run directory is always cleaned up.
+    let (events_tx, events_rx) = mpsc::channel();
+    let _signals = signals::SignalForwarder::start(events_tx.clone())?;
     let run_dir = RunDir::create(config.keep_run_dir)?;
     let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
     if facts.passthrough {
@@ -84,13 +87,14 @@ pub fn run(config: &Config) -> Result<u8> {
 
     let width = terminal::width();
     let color = terminal::color(&facts.color);
-    println!(
-        "{}",
+    terminal::say(&format!(
+        "{}\n",
         header(config.workers, &facts, testmon, prepared.as_ref())
-    );
-
-    let (events_tx, events_rx) = mpsc::channel();
-    let _signals = signals::SignalForwarder::start(events_tx.clone())?;
+    ));
+    if let Ok(events::Event::Signal(_)) = events_rx.try_recv() {
+        eprintln!("testmon-run: interrupted before the workers started");
+        return Ok(exit::INTERRUPTED);
+    }
     let testrun_uid = testrun_uid();
     let worker_datafile = testmon.map(|tm| tm.datafile.clone()).or(datafile);
     let mut workers = Vec::with_capacity(config.workers);
@@ -122,10 +126,11 @@ pub fn run(config: &Config) -> Result<u8> {
         record::record(tm, prepared.env, outcome.sync.as_deref(), &spools)
             .context("recording the run in testmon's database")?;
     }
-    print!(
-        "{}",
-        final_report(&outcome, width, started.elapsed().as_secs_f64())
-    );
+    terminal::say(&final_report(
+        &outcome,
+        width,
+        started.elapsed().as_secs_f64(),
+    ));
     show_pytest_errors(&outcome, &run_dir, &names);
     Ok(exit_code(&outcome))
 }
@@ -301,7 +306,6 @@ fn exit_code(outcome: &RunOutcome) -> u8 {
             || !outcome.not_run.is_empty()
             || statuses.contains(&i32::from(exit::INTERNAL_ERROR)),
         interrupted: outcome.interrupted || statuses.contains(&i32::from(exit::INTERRUPTED)),
-        collection_errors: false,
         failures: failed || !outcome.collect_errors.is_empty(),
         tests_run: outcome.run_list.len(),
         deselected_by_testmon: outcome.exitstatus.first().copied().flatten() == Some(0),

@@ -503,7 +503,7 @@ impl Progress {
 
     fn finish(&mut self) {
         if self.column > 0 {
-            println!();
+            crate::terminal::say("\n");
             self.column = 0;
         }
     }

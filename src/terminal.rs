@@ -1,6 +1,13 @@
 //! Facts about the terminal we print to.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// Writes to stdout; a closed pipe (`testmon-run ... | head`) is not an error worth dying of.
+pub fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
 
 /// pytest's width: $COLUMNS, else the terminal's, else 80.
 pub fn width() -> usize {

@@ -169,3 +169,25 @@ fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) 
         _ => {}
     }
 }
+
+#[test]
+fn parity_with_deselect() {
+    // testmon records the tests the user deselected (as not yet run) at its collection sync.
+    let deselected = "tests/test_strings.py::test_reverse";
+    for venv in VENVS {
+        sequence(venv, &[], &["--deselect", deselected]);
+        let project = Project::copy("proj");
+        let run = project
+            .testmon_run(venv, &["-n", "2"], &["--deselect", deselected])
+            .run();
+        assert!(!run.ran.contains(deselected), "{}", run.output());
+        let record = &dump(&project.datafile())["default"][deselected];
+        assert!(
+            record
+                .fingerprints
+                .iter()
+                .all(|(file, fsha, _)| file == "tests/test_strings.py" && fsha.is_empty()),
+            "{venv:?}: recorded as not yet run: {record:?}"
+        );
+    }
+}
