@@ -344,6 +344,7 @@ impl TestRecord {
 }
 
 /// environment name → test name → record; ids, mtimes, durations and `forced` left out.
+/// A second row of the same name (testmon 2.1 adds one when packages change) is "name (2)".
 pub type Dump = BTreeMap<String, BTreeMap<String, TestRecord>>;
 
 pub fn dump(datafile: &Path) -> Dump {
@@ -352,7 +353,7 @@ pub fn dump(datafile: &Path) -> Dump {
             .unwrap_or_else(|e| panic!("opening {}: {e}", datafile.display()));
     let mut out = Dump::new();
     let mut envs = conn
-        .prepare("SELECT id, environment_name FROM environment")
+        .prepare("SELECT id, environment_name FROM environment ORDER BY id")
         .unwrap();
     let envs: Vec<(i64, String)> = envs
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -368,7 +369,14 @@ pub fn dump(datafile: &Path) -> Dump {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let entry = out.entry(env_name).or_default();
+        let mut key = env_name.clone();
+        for n in 2.. {
+            if !out.contains_key(&key) {
+                break;
+            }
+            key = format!("{env_name} ({n})");
+        }
+        let entry = out.entry(key).or_default();
         for (te_id, name, failed) in tests {
             let mut fps = conn
                 .prepare(
