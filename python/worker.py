@@ -59,7 +59,7 @@ class Channel:
 
 class Worker:
     def __init__(self):
-        self.run_dir = os.environ["TESTMON_RUN_DIR"]
+        self.run_dir = os.path.abspath(os.environ["TESTMON_RUN_DIR"])
         self.name = os.environ["TESTMON_RUN_WORKER"]
         with open(os.path.join(self.run_dir, "plan.json"), encoding="utf-8") as plan_file:
             self.plan = json.load(plan_file)

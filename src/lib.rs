@@ -74,6 +74,7 @@ pub fn run(config: &Config) -> Result<u8> {
     let _signals = signals::SignalForwarder::start(events_tx.clone())?;
     let run_dir = RunDir::create(config.keep_run_dir)?;
     let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
+    let probed = started.elapsed();
     if facts.passthrough {
         drop(run_dir);
         return Err(passthrough(&config.command, datafile.as_deref()));
@@ -83,6 +84,7 @@ pub fn run(config: &Config) -> Result<u8> {
         check_supported(tm)?;
     }
     let prepared = testmon.map(record::prepare).transpose()?;
+    let ready = started.elapsed();
     run_dir.write_plan(&Plan::new(testmon.zip(prepared.as_ref().map(|p| p.env))))?;
 
     let width = terminal::width();
@@ -120,11 +122,22 @@ pub fn run(config: &Config) -> Result<u8> {
     let no_durations = Default::default();
     let durations = prepared.as_ref().map_or(&no_durations, |p| &p.durations);
     let outcome = Supervisor::new(workers, events_rx, durations, config.dist, facts.maxfail).run();
+    let ran = started.elapsed();
 
     if let (Some(tm), Some(prepared)) = (testmon, prepared.as_ref()) {
         let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
         record::record(tm, prepared.env, outcome.sync.as_deref(), &spools)
             .context("recording the run in testmon's database")?;
+    }
+    if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
+        let recorded = started.elapsed();
+        eprintln!(
+            "testmon-run: timing: probe {:.3}s, prepare {:.3}s, workers {:.3}s, record {:.3}s",
+            probed.as_secs_f64(),
+            (ready - probed).as_secs_f64(),
+            (ran - ready).as_secs_f64(),
+            (recorded - ran).as_secs_f64()
+        );
     }
     terminal::say(&final_report(
         &outcome,

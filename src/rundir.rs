@@ -23,7 +23,13 @@ pub struct RunDir {
 impl RunDir {
     /// Creates a fresh run directory holding the plugins.
     pub fn create(keep: bool) -> Result<RunDir> {
+        // Absolute: a test that changes the worker's cwd must not move the spool.
         let base = std::env::temp_dir();
+        let base = if base.is_absolute() {
+            base
+        } else {
+            std::env::current_dir()?.join(base)
+        };
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

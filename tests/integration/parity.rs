@@ -68,6 +68,15 @@ const STEPS: &[(&str, Edit)] = &[
     ("nothing changed, all green", |_| {}),
 ];
 
+/// `-n 2` unless the arguments choose another number of workers.
+fn with_workers<'a>(run_args: &[&'a str]) -> Vec<&'a str> {
+    if run_args.contains(&"-n") {
+        run_args.to_vec()
+    } else {
+        [&["-n", "2"], run_args].concat()
+    }
+}
+
 fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
     let parallel = Project::copy("proj");
     let single = Project::copy("proj");
@@ -75,7 +84,7 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
         edit(&parallel);
         edit(&single);
         let ours = parallel
-            .testmon_run(venv, &[&["-n", "2"], run_args].concat(), pytest_args)
+            .testmon_run(venv, &with_workers(run_args), pytest_args)
             .run();
         let theirs = single.pytest(venv, pytest_args).run();
         let step = format!("{venv:?} {run_args:?} {pytest_args:?}: {step_name}");
@@ -96,10 +105,16 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
                 side.display()
             );
         }
-        assert_same_records(
+        let scopes = if run_args.contains(&"loadscope") || run_args.contains(&"loadfile") {
+            Scopes::ScopesKept
+        } else {
+            Scopes::AnyOrder
+        };
+        assert_same_records_with(
             &dump(&parallel.datafile()),
             &dump(&single.datafile()),
             &step,
+            scopes,
         );
     }
 }
@@ -168,6 +183,20 @@ fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) 
         "nothing changed, all green" => assert!(ran.is_empty(), "{step}: {ran:?}"),
         _ => {}
     }
+}
+
+#[test]
+fn parity_with_dist_loadscope() {
+    // Module- and class-scoped fixtures land on the same test as in a single process.
+    for venv in VENVS {
+        sequence(venv, &["--dist", "loadscope"], &[]);
+    }
+}
+
+#[test]
+fn parity_oversubscribed() {
+    // 4 workers on this 2-core machine.
+    sequence(Venv::Testmon22, &["-n", "4"], &[]);
 }
 
 #[test]

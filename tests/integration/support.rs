@@ -419,20 +419,34 @@ pub fn dump(datafile: &Path) -> Dump {
     out
 }
 
-/// Tests whose fingerprints depend on the schedule (DESIGN.md, "The invariant"): they share
-/// a session-, module- or class-scoped fixture, whose setup testmon records in whichever test
-/// triggered it first. Each maps to the files that fixture's setup touches.
-pub fn schedule_dependent(test: &str) -> Option<&'static [&'static str]> {
+/// How much of testmon's schedule-dependence a comparison allows (DESIGN.md, "The invariant").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scopes {
+    /// Any schedule: session-, module- and class-scoped fixtures may land on another test.
+    AnyOrder,
+    /// `--dist loadscope`/`loadfile`: each module and class runs on one worker in testmon's
+    /// order, so only session-scoped fixtures (set up once per worker) may move.
+    ScopesKept,
+}
+
+/// Tests whose fingerprints depend on the schedule: they share a session-, module- or
+/// class-scoped fixture, whose setup testmon records in whichever test triggered it first.
+/// Each maps to the files that fixture's setup touches.
+pub fn schedule_dependent(test: &str, scopes: Scopes) -> Option<&'static [&'static str]> {
     const SQUARES_TABLE: &[&str] = &["tests/conftest.py", "calc/arith.py"];
     const SAMPLE_WORDS: &[&str] = &["calc/strings.py"];
     const BIG_RECT: &[&str] = &["calc/shapes.py", "calc/arith.py"];
     match test {
+        // session-scoped `squares_table`
         "tests/test_arith.py::test_squares_table"
         | "tests/sub/test_geometry.py::TestDistances::test_uses_squares_table" => {
             Some(SQUARES_TABLE)
         }
+        _ if scopes == Scopes::ScopesKept => None,
+        // module-scoped `sample_words`
         "tests/test_strings.py::test_sample_words"
         | "tests/test_strings.py::test_palindromes_in_sample" => Some(SAMPLE_WORDS),
+        // class-scoped `big_rect`
         t if t.starts_with("tests/test_shapes.py::TestShape::") => Some(BIG_RECT),
         _ => None,
     }
@@ -441,6 +455,10 @@ pub fn schedule_dependent(test: &str) -> Option<&'static [&'static str]> {
 /// Asserts two dumps are equal: exactly, except that schedule-dependent tests are compared by
 /// failed flag and by the files they touch outside their shared fixture's files.
 pub fn assert_same_records(parallel: &Dump, single: &Dump, step: &str) {
+    assert_same_records_with(parallel, single, step, Scopes::AnyOrder);
+}
+
+pub fn assert_same_records_with(parallel: &Dump, single: &Dump, step: &str, scopes: Scopes) {
     assert_eq!(
         parallel.keys().collect::<Vec<_>>(),
         single.keys().collect::<Vec<_>>(),
@@ -456,7 +474,7 @@ pub fn assert_same_records(parallel: &Dump, single: &Dump, step: &str) {
         );
         for (name, record) in tests {
             let mine = &ours[name];
-            match schedule_dependent(name) {
+            match schedule_dependent(name, scopes) {
                 None => assert_eq!(mine, record, "{step}: record of {name} differs"),
                 Some(fixture_files) => {
                     assert_eq!(
