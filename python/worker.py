@@ -21,7 +21,6 @@ import io
 import json
 import os
 import socket
-import sys
 
 import pytest
 
@@ -63,9 +62,11 @@ class Worker:
         self.name = os.environ["TESTMON_RUN_WORKER"]
         with open(os.path.join(self.run_dir, "plan.json"), encoding="utf-8") as plan_file:
             self.plan = json.load(plan_file)
+        if self.plan["testmon"]["active"]:
+            # The environment row the supervisor prepared for this run.
+            self.plan["testmon"]["exec_id"] = int(os.environ["TESTMON_RUN_EXEC_ID"])
         self.channel = Channel(int(os.environ["TESTMON_RUN_FD"]))
         self.config = None
-        self.session = None
         self.sync = None  # testmon's end-of-collection sync: the tests that exist
         self.deselected = 0
         self.collect_errors = []
@@ -158,7 +159,6 @@ class Worker:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
-        self.session = session
         self.send(
             {
                 "t": "collected",
@@ -333,10 +333,6 @@ def crash_message(report):
     if isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
-
-
-def pytest_configure(config):
-    """Registered as a plugin module: the Worker instance does the work."""
 
 
 if "TESTMON_RUN_FD" in os.environ:

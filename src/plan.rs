@@ -15,10 +15,10 @@ pub struct Plan {
 }
 
 /// testmon's side of the plan; `active: false` when testmon neither selects nor collects.
+/// The environment id itself reaches each worker as TESTMON_RUN_EXEC_ID.
 #[derive(Debug, Serialize)]
 pub struct PlanTestmon {
     pub active: bool,
-    pub exec_id: Option<i64>,
     pub packages_changed: bool,
     pub environment: Option<String>,
     pub system_packages: Option<String>,
@@ -32,7 +32,6 @@ impl Plan {
         let testmon = match testmon {
             Some((tm, env)) => PlanTestmon {
                 active: true,
-                exec_id: Some(env.id),
                 packages_changed: env.packages_changed,
                 environment: Some(tm.environment.clone()),
                 system_packages: Some(tm.system_packages.clone()),
@@ -42,7 +41,6 @@ impl Plan {
             },
             None => PlanTestmon {
                 active: false,
-                exec_id: None,
                 packages_changed: false,
                 environment: None,
                 system_packages: None,

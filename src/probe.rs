@@ -100,8 +100,7 @@ pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> R
         .lines()
         .chain(stdout.lines())
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or("no output");
     let status = code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
     if looks_like_pytest {

@@ -182,7 +182,7 @@ pub fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
         .as_deref()
         .and_then(|s| serde_json::from_str::<String>(s).ok())
     {
-        Some(date) => parse_iso_date(&date).map_or(true, |days| today_days - days >= 28),
+        Some(date) => parse_iso_date(&date).is_none_or(|days| today_days - days >= 28),
         None => true,
     };
     if stale {

@@ -101,9 +101,9 @@ pub fn format_duration(seconds: f64) -> String {
 pub fn sep(ch: char, title: &str, width: usize) -> String {
     let title_len = title.chars().count();
     let n = (width.saturating_sub(title_len + 2) / 2).max(1);
-    let fill: String = std::iter::repeat(ch).take(n).collect();
+    let fill: String = std::iter::repeat_n(ch, n).collect();
     let mut line = format!("{fill} {title} {fill}");
-    if line.chars().count() + 1 <= width {
+    if line.chars().count() < width {
         line.push(ch);
     }
     line.push('\n');

@@ -114,3 +114,20 @@ fn n_in_addopts_does_not_start_xdist_in_workers() {
         assert!(record["env"]["TESTMON_RUN_WORKER"].is_string());
     }
 }
+
+#[test]
+fn without_testmon_tests_run_in_parallel_and_no_database_appears() {
+    for venv in VENVS {
+        let project = Project::copy("isolation");
+        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
+        cmd.args(["-n", "2", "--"]).arg(venv.pytest());
+        let run = cmd.run();
+        assert_eq!(run.code(), 0, "{}", run.output());
+        assert_eq!(run.ran.len(), 6, "{}", run.output());
+        assert!(run.stdout.contains("testmon off"), "{}", run.output());
+        assert!(
+            !project.datafile().exists(),
+            "{venv:?}: a datafile appeared"
+        );
+    }
+}

@@ -173,7 +173,7 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
             .and_then(|s| s.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        assert!(finished >= 4 && finished < 24, "{output}");
+        assert!((4..24).contains(&finished), "{output}");
         // What finished is in the database with its fingerprints; the file is sound.
         let conn = rusqlite::Connection::open(project.datafile()).unwrap();
         let ok: String = conn
