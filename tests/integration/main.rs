@@ -7,4 +7,5 @@ mod database;
 mod errors;
 mod isolation;
 mod parity;
+mod parity_random;
 mod robustness;
