@@ -31,7 +31,7 @@ def testmon_facts(config):
     from testmon import db as tm_db
     from testmon.common import drop_patch_version, get_system_packages
     from testmon.process_code import checksums_to_blob, methods_to_checksums
-    from testmon.testmon_core import eval_environment, get_data_file_path
+    from testmon.testmon_core import TEST_BATCH_SIZE, eval_environment, get_data_file_path
 
     tm_conf = tm_configure.header_collect_select(
         config, None, cov_plugin=config.pluginmanager.get_plugin("_cov")
@@ -56,6 +56,7 @@ def testmon_facts(config):
             f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
         ),
         "datafile": os.path.abspath(os.path.join(rootdir, get_data_file_path())),
+        "batch_size": TEST_BATCH_SIZE,
         "placeholder_checksums": bytes(
             checksums_to_blob(methods_to_checksums(["0match"]))
         ).hex(),

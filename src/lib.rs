@@ -126,8 +126,14 @@ pub fn run(config: &Config) -> Result<u8> {
 
     if let (Some(tm), Some(prepared)) = (testmon, prepared.as_ref()) {
         let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
-        record::record(tm, prepared.env, outcome.sync.as_deref(), &spools)
-            .context("recording the run in testmon's database")?;
+        record::record(
+            tm,
+            prepared.env,
+            outcome.sync.as_deref(),
+            &outcome.run_list,
+            &spools,
+        )
+        .context("recording the run in testmon's database")?;
     }
     if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
         let recorded = started.elapsed();

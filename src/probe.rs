@@ -42,6 +42,8 @@ pub struct Testmon {
     pub datafile: PathBuf,
     /// The blob testmon stores for a collected test that has not run yet ("0match").
     pub placeholder_checksums: String,
+    /// How many tests' fingerprints testmon writes at once (its TEST_BATCH_SIZE).
+    pub batch_size: usize,
 }
 
 impl Testmon {

@@ -44,6 +44,7 @@ pub fn record(
     tm: &Testmon,
     env: EnvironmentRow,
     sync: Option<&[String]>,
+    run_list: &[String],
     spools: &[PathBuf],
 ) -> Result<usize> {
     let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
@@ -54,10 +55,9 @@ pub fn record(
             db::sync_tests(&mut conn, env.id, collected, &placeholder)
                 .context("syncing collected tests")?;
         }
-        let watermark = db::file_fp_watermark(&conn)?;
-        for spool in spools.iter().filter(|p| p.exists()) {
-            merged += db::merge_spool(&mut conn, spool, env.id, watermark)?.tests;
-        }
+        let spools: Vec<PathBuf> = spools.iter().filter(|p| p.exists()).cloned().collect();
+        let batches = db::Batches::new(run_list, tm.batch_size);
+        merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
     }
     close(conn)?;

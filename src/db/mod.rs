@@ -9,7 +9,7 @@ mod schema;
 
 pub use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
 pub use finish::{finish_execution, sync_tests, touch_survey_date};
-pub use merge::{file_fp_watermark, merge_spool, Merged};
+pub use merge::{merge_spools, Batches};
 pub use open::{open_main, Opened};
 pub use reads::durations;
 pub use schema::schema_sql;

@@ -68,6 +68,23 @@ impl Project {
         Project { _tmp: tmp, root }
     }
 
+    /// An empty project (a pytest.ini with `testpaths = tests`), to fill with `write`.
+    pub fn empty(name: &str) -> Project {
+        let tmp = tempfile::Builder::new()
+            .prefix("testmon-run-it-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().join(name);
+        std::fs::create_dir_all(root.join("tests")).unwrap();
+        std::fs::write(root.join("pytest.ini"), "[pytest]\ntestpaths = tests\n").unwrap();
+        std::fs::write(
+            root.join("conftest.py"),
+            "# the rootdir conftest puts the root on sys.path\n",
+        )
+        .unwrap();
+        Project { _tmp: tmp, root }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
