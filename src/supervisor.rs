@@ -446,20 +446,17 @@ fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report 
 
 /// A warning naming the first differences between two workers' collections.
 pub fn collection_difference(a: &str, a_ids: &[String], b: &str, b_ids: &[String]) -> String {
-    let a_set: HashSet<&String> = a_ids.iter().collect();
-    let b_set: HashSet<&String> = b_ids.iter().collect();
-    let only_a: Vec<&str> = a_ids
-        .iter()
-        .filter(|n| !b_set.contains(n))
-        .take(3)
-        .map(String::as_str)
-        .collect();
-    let only_b: Vec<&str> = b_ids
-        .iter()
-        .filter(|n| !a_set.contains(n))
-        .take(3)
-        .map(String::as_str)
-        .collect();
+    // The first few of `ids` that `other` lacks.
+    let missing = |ids: &[String], other: &[String]| -> Vec<String> {
+        let other: HashSet<&String> = other.iter().collect();
+        ids.iter()
+            .filter(|n| !other.contains(n))
+            .take(3)
+            .cloned()
+            .collect()
+    };
+    let only_a = missing(a_ids, b_ids);
+    let only_b = missing(b_ids, a_ids);
     let mut msg = format!(
         "workers {a} and {b} collected different tests ({} vs {})",
         a_ids.len(),

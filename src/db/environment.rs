@@ -125,22 +125,17 @@ mod tests {
     fn same_environment_is_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_main(&dir.path().join("d"), 14).unwrap().conn;
-        let a = fetch_or_create_environment(
-            &mut conn,
-            "default",
-            "p 1.0",
-            "3.11.7",
-            Semantics::ReplaceRow,
-        )
-        .unwrap();
-        let b = fetch_or_create_environment(
-            &mut conn,
-            "default",
-            "p 1.0",
-            "3.11.7",
-            Semantics::ReplaceRow,
-        )
-        .unwrap();
+        let mut fetch = || {
+            fetch_or_create_environment(
+                &mut conn,
+                "default",
+                "p 1.0",
+                "3.11.7",
+                Semantics::ReplaceRow,
+            )
+            .unwrap()
+        };
+        let (a, b) = (fetch(), fetch());
         assert_eq!(a, b);
         assert!(!a.packages_changed);
     }

@@ -44,16 +44,7 @@ fn test_counts(datafile: &std::path::Path) -> Vec<(String, String)> {
 
 /// Runs testmon-run on one copy and single-process pytest on the other; both must agree.
 fn both(parallel: &Project, single: &Project, venv: Venv, step: &str) -> Run {
-    let ours = parallel.testmon_run(venv, &["-n", "2"], &[]).run();
-    let theirs = single.pytest(venv, &[]).run();
-    assert_eq!(
-        ours.code(),
-        theirs.code(),
-        "{step}\n{}\n{}",
-        ours.output(),
-        theirs.output()
-    );
-    assert_same_ran(&ours, &theirs, step);
+    let (ours, _) = run_both(parallel, single, venv, &["-n", "2"], &[], step);
     assert_same_records(&dump(&parallel.datafile()), &dump(&single.datafile()), step);
     assert_eq!(
         environments(&parallel.datafile()),

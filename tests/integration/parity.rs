@@ -83,19 +83,15 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
     for (step_name, edit) in STEPS {
         edit(&parallel);
         edit(&single);
-        let ours = parallel
-            .testmon_run(venv, &with_workers(run_args), pytest_args)
-            .run();
-        let theirs = single.pytest(venv, pytest_args).run();
         let step = format!("{venv:?} {run_args:?} {pytest_args:?}: {step_name}");
-        assert_eq!(
-            ours.code(),
-            theirs.code(),
-            "{step}: exit codes differ\n{}\n{}",
-            ours.output(),
-            theirs.output()
+        let (ours, _) = run_both(
+            &parallel,
+            &single,
+            venv,
+            &with_workers(run_args),
+            pytest_args,
+            &step,
         );
-        assert_same_ran(&ours, &theirs, &step);
         check_selection(step_name, &ours, pytest_args);
         for suffix in ["-wal", "-shm"] {
             let side = parallel.path(&format!(".testmondata{suffix}"));
@@ -288,12 +284,9 @@ fn parity_beyond_one_batch() {
                 }
             }
             let what = format!("{venv:?} step {step}");
-            let ours = parallel.testmon_run(venv, &["-n", "2"], &[]).run();
-            let theirs = single.pytest(venv, &[]).run();
+            let (ours, _) = run_both(&parallel, &single, venv, &["-n", "2"], &[], &what);
             assert_eq!(ours.code(), 0, "{what}\n{}", ours.output());
-            assert_eq!(theirs.code(), 0, "{what}\n{}", theirs.output());
             assert_eq!(ours.ran.len(), 800, "{what}: every test runs");
-            assert_same_ran(&ours, &theirs, &what);
             let (ours, theirs) = (dump(&parallel.datafile()), dump(&single.datafile()));
             if step < 2 {
                 assert_same_records(&ours, &theirs, &what);

@@ -141,16 +141,7 @@ fn random_sequence(venv: Venv, seed: u64, steps: usize) {
         };
         history.push(edit);
         let what = format!("{venv:?} seed {seed}, edits so far: {history:?}");
-        let ours = parallel.testmon_run(venv, &["-n", "2"], &[]).run();
-        let theirs = single.pytest(venv, &[]).run();
-        assert_eq!(
-            ours.code(),
-            theirs.code(),
-            "{what}\n{}\n{}",
-            ours.output(),
-            theirs.output()
-        );
-        assert_same_ran(&ours, &theirs, &what);
+        run_both(&parallel, &single, venv, &["-n", "2"], &[], &what);
         assert_same_records(
             &dump(&parallel.datafile()),
             &dump(&single.datafile()),

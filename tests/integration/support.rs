@@ -512,6 +512,29 @@ pub fn assert_same_records_with(parallel: &Dump, single: &Dump, step: &str, scop
     }
 }
 
+/// Runs `testmon-run RUN_ARGS` on one copy and single-process `pytest --testmon` on the
+/// other, with the same pytest arguments; asserts they exited the same and ran the same tests.
+pub fn run_both(
+    parallel: &Project,
+    single: &Project,
+    venv: Venv,
+    run_args: &[&str],
+    pytest_args: &[&str],
+    what: &str,
+) -> (Run, Run) {
+    let ours = parallel.testmon_run(venv, run_args, pytest_args).run();
+    let theirs = single.pytest(venv, pytest_args).run();
+    assert_eq!(
+        ours.code(),
+        theirs.code(),
+        "{what}: exit codes differ\n{}\n{}",
+        ours.output(),
+        theirs.output()
+    );
+    assert_same_ran(&ours, &theirs, what);
+    (ours, theirs)
+}
+
 /// Asserts two runs ran the same tests.
 pub fn assert_same_ran(parallel: &Run, single: &Run, step: &str) {
     assert_eq!(
