@@ -240,3 +240,128 @@ impl<'t> FileFpRows<'t> {
             .optional()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::open_main;
+
+    const ENV: i64 = 1;
+
+    /// A spool with tests `t0..tN`, each with one fingerprint of `a.py` (fsha, checksums).
+    fn spool(dir: &Path, name: &str, tests: &[(&str, &str, &[u8])]) -> PathBuf {
+        let path = dir.join(name);
+        let conn = open_main(&path, 14).unwrap().conn;
+        conn.execute(
+            "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
+            [ENV],
+        )
+        .unwrap();
+        for (test, fsha, checksums) in tests {
+            conn.execute(
+                "INSERT INTO test_execution (environment_id, test_name, duration, failed, forced)
+                 VALUES (?, ?, 0.1, 0, NULL)",
+                params![ENV, test],
+            )
+            .unwrap();
+            let te = conn.last_insert_rowid();
+            conn.execute(
+                "INSERT OR IGNORE INTO file_fp (filename, method_checksums, fsha) VALUES ('a.py', ?, ?)",
+                params![checksums, fsha],
+            )
+            .unwrap();
+            let fp: i64 = conn
+                .query_row(
+                    "SELECT id FROM file_fp WHERE fsha = ? AND method_checksums = ?",
+                    params![fsha, checksums],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            conn.execute("INSERT INTO test_execution_file_fp VALUES (?, ?)", [te, fp])
+                .unwrap();
+        }
+        path
+    }
+
+    fn fsha_of(conn: &Connection, test: &str) -> String {
+        conn.query_row(
+            "SELECT f.fsha FROM test_execution te JOIN test_execution_file_fp l ON l.test_execution_id = te.id
+             JOIN file_fp f ON f.id = l.fingerprint_id WHERE te.test_name = ?",
+            [test],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn file_fp_rows_are_chosen_batch_by_batch_as_testmon_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut main = open_main(&dir.path().join("main"), 14).unwrap().conn;
+        main.execute(
+            "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
+            [ENV],
+        )
+        .unwrap();
+        // An older row with the same checksums and a lower fsha, from an earlier run.
+        main.execute(
+            "INSERT INTO file_fp (filename, method_checksums, fsha) VALUES ('a.py', x'01', 'aaa')",
+            [],
+        )
+        .unwrap();
+        // Two workers; both ran tests whose a.py fingerprint is (new fsha "bbb", checksums 01).
+        let spools = [
+            spool(
+                dir.path(),
+                "s0",
+                &[("t0", "bbb", &[1]), ("t3", "bbb", &[1])],
+            ),
+            spool(
+                dir.path(),
+                "s1",
+                &[("t1", "bbb", &[1]), ("t2", "ccc", &[2])],
+            ),
+        ];
+        let run_list: Vec<String> = ["t0", "t1", "t2", "t3"].map(String::from).to_vec();
+        // Batches of 2: t0, t1 in batch 0; t2, t3 in batch 1.
+        let merged = merge_spools(&mut main, &spools, ENV, &Batches::new(&run_list, 2)).unwrap();
+        assert_eq!(merged, 4);
+        // Batch 0 created the new row; batch 1 hit testmon's unique constraint and took the
+        // first row with those checksums: the older, lower fsha.
+        assert_eq!(fsha_of(&main, "t0"), "bbb");
+        assert_eq!(fsha_of(&main, "t1"), "bbb");
+        assert_eq!(fsha_of(&main, "t3"), "aaa");
+        // Nothing older with its checksums: created.
+        assert_eq!(fsha_of(&main, "t2"), "ccc");
+        // One batch for everything: every test gets the new row.
+        let mut again = open_main(&dir.path().join("main2"), 14).unwrap().conn;
+        again
+            .execute(
+                "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
+                [ENV],
+            )
+            .unwrap();
+        merge_spools(&mut again, &spools, ENV, &Batches::new(&run_list, 250)).unwrap();
+        assert_eq!(fsha_of(&again, "t3"), "bbb");
+    }
+
+    #[test]
+    fn a_rerun_replaces_the_tests_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut main = open_main(&dir.path().join("main"), 14).unwrap().conn;
+        main.execute(
+            "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
+            [ENV],
+        )
+        .unwrap();
+        let first = spool(dir.path(), "s0", &[("t0", "aaa", &[1])]);
+        let second = spool(dir.path(), "s1", &[("t0", "bbb", &[2])]);
+        let batches = Batches::new(&["t0".to_string()], 250);
+        merge_spools(&mut main, &[first], ENV, &batches).unwrap();
+        merge_spools(&mut main, &[second], ENV, &batches).unwrap();
+        let count: i64 = main
+            .query_row("SELECT count(*) FROM test_execution", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(fsha_of(&main, "t0"), "bbb");
+    }
+}
