@@ -41,6 +41,9 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
         Ok(Parsed::Run(config)) => config,
         Ok(Parsed::Info(text)) => {
             terminal::say(&text);
+            if !text.ends_with('\n') {
+                terminal::say("\n");
+            }
             return exit::OK;
         }
         Err(err) => {

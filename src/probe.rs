@@ -81,15 +81,12 @@ pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> R
         }
         return Ok(facts);
     }
-    // pytest ended before our plugin ran: a usage error, or not pytest at all.
+    // pytest ended before our plugin ran: its own answer (a usage error, `--version`, a
+    // conftest that does not import), a crash, or not pytest at all.
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let code = output.status.code();
     let looks_like_pytest = stderr.contains("pytest") || stdout.contains("pytest");
-    if code == Some(i32::from(exit::USAGE_ERROR)) && looks_like_pytest {
-        eprint!("{stderr}");
-        return Err(Fatal::Pytest(exit::USAGE_ERROR).into());
-    }
     if looks_like_pytest && stderr.contains("ModuleNotFoundError") && stderr.contains(PROBE_MODULE)
     {
         return Err(Fatal::Internal(
@@ -97,6 +94,24 @@ pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> R
                 .into(),
         )
         .into());
+    }
+    // Exit 1 means failed tests, which cannot happen before the probe: that is a traceback.
+    let pytests_own = [
+        exit::OK,
+        exit::INTERRUPTED,
+        exit::INTERNAL_ERROR,
+        exit::USAGE_ERROR,
+        exit::NO_TESTS_COLLECTED,
+    ];
+    if let Some(own) = code
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|c| pytests_own.contains(c))
+    {
+        if looks_like_pytest {
+            crate::terminal::say(&stdout);
+            eprint!("{stderr}");
+            return Err(Fatal::Pytest(own).into());
+        }
     }
     let detail = stderr
         .lines()

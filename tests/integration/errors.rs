@@ -604,3 +604,38 @@ fn help_exits_0_with_an_example() {
         assert_tmpdir_empty(tmpdir.path(), flag, &run);
     }
 }
+
+#[test]
+fn pytests_own_informational_options_pass_through() {
+    for (venv, version) in [(Venv::Testmon22, "9.0.2"), (Venv::Testmon21, "8.3.5")] {
+        let project = Project::copy("proj");
+        let tmpdir = fresh_tmpdir();
+        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
+        cmd.args(["-n", "2", "--"])
+            .arg(venv.pytest())
+            .arg("--version")
+            .env("TMPDIR", tmpdir.path());
+        let run = cmd.run_plain();
+        assert_eq!(run.code(), 0, "{venv:?}\n{}", run.output());
+        assert!(
+            format!("{}{}", run.stdout, run.stderr).contains(&format!("pytest {version}")),
+            "{}",
+            run.output()
+        );
+        assert_tmpdir_empty(tmpdir.path(), "pytest --version", &run);
+
+        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
+        cmd.args(["-n", "2", "--"])
+            .arg(venv.pytest())
+            .arg("--help")
+            .env("TMPDIR", tmpdir.path());
+        let run = cmd.run_plain();
+        assert_eq!(run.code(), 0, "{venv:?}\n{}", run.output());
+        assert!(
+            run.stdout.contains("--testmon"),
+            "pytest's help, with testmon's options: {}",
+            run.output()
+        );
+        assert!(!project.datafile().exists(), "--help touched the database");
+    }
+}
