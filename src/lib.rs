@@ -127,25 +127,29 @@ pub fn run(config: &Config) -> Result<u8> {
     let outcome = Supervisor::new(workers, events_rx, durations, config.dist, facts.maxfail).run();
     let ran = started.elapsed();
 
-    if let (Some(tm), Some(prepared)) = (testmon, prepared.as_ref()) {
-        let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
-        record::record(
-            tm,
-            prepared.env,
-            outcome.sync.as_deref(),
-            &outcome.run_list,
-            &spools,
-        )
-        .context("recording the run in testmon's database")?;
-    }
+    // Recorded before the report; a failure to record is reported after the results.
+    let recorded = match (testmon, prepared.as_ref()) {
+        (Some(tm), Some(prepared)) => {
+            let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
+            record::record(
+                tm,
+                prepared.env,
+                outcome.sync.as_deref(),
+                &outcome.run_list,
+                &spools,
+            )
+            .map(|_| ())
+            .context("recording the run in testmon's database")
+        }
+        _ => Ok(()),
+    };
     if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
-        let recorded = started.elapsed();
         eprintln!(
             "testmon-run: timing: probe {:.3}s, prepare {:.3}s, workers {:.3}s, record {:.3}s",
             probed.as_secs_f64(),
             (ready - probed).as_secs_f64(),
             (ran - ready).as_secs_f64(),
-            (recorded - ran).as_secs_f64()
+            (started.elapsed() - ran).as_secs_f64()
         );
     }
     terminal::say(&final_report(
@@ -154,6 +158,7 @@ pub fn run(config: &Config) -> Result<u8> {
         started.elapsed().as_secs_f64(),
     ));
     show_pytest_errors(&outcome, &run_dir, &names);
+    recorded?;
     Ok(exit_code(&outcome))
 }
 

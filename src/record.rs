@@ -46,9 +46,8 @@ pub fn record(
     sync: Option<&[String]>,
     run_list: &[String],
     spools: &[PathBuf],
-) -> Result<usize> {
+) -> Result<()> {
     let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
-    let mut merged = 0;
     if tm.collect {
         if let Some(collected) = sync {
             let placeholder = hex(&tm.placeholder_checksums)?;
@@ -57,11 +56,10 @@ pub fn record(
         }
         let spools: Vec<PathBuf> = spools.iter().filter(|p| p.exists()).cloned().collect();
         let batches = db::Batches::new(run_list, tm.batch_size);
-        merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
+        db::merge_spools(&mut conn, &spools, env.id, &batches)?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
     }
-    close(conn)?;
-    Ok(merged)
+    close(conn)
 }
 
 /// Leaves one self-contained file: the WAL checkpointed into it and removed.
