@@ -19,6 +19,9 @@ pub struct Facts {
     pub protocol: u32,
     pub pytest_version: String,
     pub rootdir: PathBuf,
+    pub inipath: Option<PathBuf>,
+    /// pytest-xdist is installed (its `-n` in addopts is neutralised in the workers).
+    pub xdist: bool,
     /// `--help`, `--version`, `--collect-only` and the like: run the command as it is.
     pub passthrough: bool,
     pub maxfail: u64,
