@@ -72,10 +72,23 @@ class Worker:
         self.collect_errors = []
         self.reports = {}
         self.spool = None
-        self.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
+        self.channel.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
 
     def send(self, msg):
-        self.channel.send(msg)
+        """The one way to talk to the supervisor; without it, the session ends."""
+        try:
+            self.channel.send(msg)
+        except SupervisorGone as exc:
+            self.gone(exc)
+
+    def recv(self):
+        try:
+            return self.channel.recv()
+        except SupervisorGone as exc:
+            self.gone(exc)
+
+    def gone(self, exc):
+        pytest.exit(f"testmon-run worker {self.name}: {exc}", returncode=2)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -199,12 +212,6 @@ class Worker:
                 break
         return True
 
-    def recv(self):
-        try:
-            return self.channel.recv()
-        except SupervisorGone as exc:
-            pytest.exit(f"testmon-run worker {self.name}: {exc}", returncode=2)
-
     def pytest_runtest_logreport(self, report):
         self.reports.setdefault(report.nodeid, []).append(report_data(self.config, report))
         if report.when == "teardown":
@@ -221,7 +228,7 @@ class Worker:
         result = yield
         self.close_spool()
         try:
-            self.send(
+            self.channel.send(
                 {
                     "t": "finished",
                     "exitstatus": int(session.exitstatus),
@@ -230,7 +237,7 @@ class Worker:
                 }
             )
         except SupervisorGone:
-            pass
+            pass  # nobody left to tell
         return result
 
 
