@@ -1,8 +1,14 @@
 //! Scheduling: pure state, no I/O. The run's tests are grouped into units (by `--dist`),
 //! ordered longest first by testmon's recorded durations (LPT list scheduling) and handed
 //! to whichever worker asks next.
+//!
+//! A worker that asks again keeps to the class, then the file, of the unit it got last while
+//! that has units left (the longest of them first): with `--dist load` that keeps a module's
+//! tests together on few workers, so its module- and class-scoped fixtures are set up a few
+//! times, not once per test. Only when its scope is used up does a worker take the longest
+//! unit left anywhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::cli::Dist;
 
@@ -15,12 +21,33 @@ pub struct Unit {
     pub cost: f64,
 }
 
-#[derive(Debug)]
+/// Where a unit lives: its class-or-module scope and its file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Place {
+    scope: String,
+    file: String,
+}
+
+/// The pending units of one scope or file, longest first, as indices into `pending`.
+#[derive(Debug, Default)]
+struct Lane {
+    slots: Vec<usize>,
+    /// Everything before this position has been handed out.
+    cursor: usize,
+}
+
+#[derive(Debug, Default)]
 pub struct Scheduler {
     /// Longest first; ties in the order of the run's list.
-    pending: Vec<Option<Unit>>,
+    pending: Vec<Option<(Unit, Place)>>,
     /// Everything before this index has been handed out.
     cursor: usize,
+    by_scope: HashMap<String, Lane>,
+    by_file: HashMap<String, Lane>,
+    /// Work given back (a crashed worker's), handed out before anything else.
+    requeued: VecDeque<Unit>,
+    /// Where each worker's last unit lives.
+    last: HashMap<usize, Place>,
     left: usize,
 }
 
@@ -44,56 +71,124 @@ impl Scheduler {
                 .collect(),
         );
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut units: Vec<Unit> = Vec::new();
+        let mut units: Vec<(Unit, Place)> = Vec::new();
         for (i, test) in tests.iter().enumerate() {
             let cost = durations.get(test).copied().unwrap_or(fallback);
             let slot = *index.entry(unit_key(test, dist)).or_insert_with(|| {
-                units.push(Unit {
-                    tests: Vec::new(),
-                    cost: 0.0,
-                });
+                let place = Place {
+                    scope: unit_key(test, Dist::Loadscope).to_string(),
+                    file: unit_key(test, Dist::Loadfile).to_string(),
+                };
+                units.push((
+                    Unit {
+                        tests: Vec::new(),
+                        cost: 0.0,
+                    },
+                    place,
+                ));
                 units.len() - 1
             });
-            units[slot].tests.push(i);
-            units[slot].cost += cost;
+            units[slot].0.tests.push(i);
+            units[slot].0.cost += cost;
         }
         // A stable sort keeps the run's order among equal costs.
-        units.sort_by(|a, b| b.cost.total_cmp(&a.cost));
-        let left = units.len();
-        Scheduler {
-            pending: units.into_iter().map(Some).collect(),
-            cursor: 0,
-            left,
+        units.sort_by(|a, b| b.0.cost.total_cmp(&a.0.cost));
+        let mut scheduler = Scheduler {
+            left: units.len(),
+            ..Scheduler::default()
+        };
+        for (i, (_, place)) in units.iter().enumerate() {
+            scheduler
+                .by_scope
+                .entry(place.scope.clone())
+                .or_default()
+                .slots
+                .push(i);
+            scheduler
+                .by_file
+                .entry(place.file.clone())
+                .or_default()
+                .slots
+                .push(i);
         }
+        scheduler.pending = units.into_iter().map(Some).collect();
+        scheduler
     }
 
-    /// The next unit, longest first, among those `eligible` accepts.
-    pub fn next_for(&mut self, eligible: impl Fn(&Unit) -> bool) -> Option<Unit> {
+    /// The next unit for `worker`, among those `eligible` accepts: work given back first,
+    /// then the longest unit of the worker's last scope, of its last file, or of all.
+    pub fn next_for(&mut self, worker: usize, eligible: impl Fn(&Unit) -> bool) -> Option<Unit> {
+        if let Some(at) = self.requeued.iter().position(&eligible) {
+            self.left -= 1;
+            return self.requeued.remove(at);
+        }
+        let near = self.last.get(&worker).cloned();
+        let slot = near
+            .as_ref()
+            .and_then(|place| self.lane_next(true, &place.scope, &eligible))
+            .or_else(|| {
+                near.as_ref()
+                    .and_then(|place| self.lane_next(false, &place.file, &eligible))
+            })
+            .or_else(|| self.global_next(&eligible))?;
+        let (unit, place) = self.pending[slot].take()?;
+        self.left -= 1;
+        self.last.insert(worker, place);
+        Some(unit)
+    }
+
+    fn lane_next(
+        &mut self,
+        scope: bool,
+        key: &str,
+        eligible: &impl Fn(&Unit) -> bool,
+    ) -> Option<usize> {
+        let lanes = if scope {
+            &mut self.by_scope
+        } else {
+            &mut self.by_file
+        };
+        let lane = lanes.get_mut(key)?;
+        while lane.cursor < lane.slots.len() && self.pending[lane.slots[lane.cursor]].is_none() {
+            lane.cursor += 1;
+        }
+        lane.slots[lane.cursor..].iter().copied().find(|&i| {
+            self.pending[i]
+                .as_ref()
+                .is_some_and(|(unit, _)| eligible(unit))
+        })
+    }
+
+    fn global_next(&mut self, eligible: &impl Fn(&Unit) -> bool) -> Option<usize> {
         while self.cursor < self.pending.len() && self.pending[self.cursor].is_none() {
             self.cursor += 1;
         }
-        let slot = (self.cursor..self.pending.len())
-            .find(|&i| self.pending[i].as_ref().is_some_and(&eligible))?;
-        self.left -= 1;
-        self.pending[slot].take()
+        (self.cursor..self.pending.len()).find(|&i| {
+            self.pending[i]
+                .as_ref()
+                .is_some_and(|(unit, _)| eligible(unit))
+        })
     }
 
-    /// Puts tests back (those a crashed worker did not finish), as one unit, in cost order.
+    /// Gives tests back (those a crashed worker did not finish), as one unit.
     pub fn requeue(&mut self, unit: Unit) {
-        if unit.tests.is_empty() {
-            return;
+        if !unit.tests.is_empty() {
+            self.requeued.push_back(unit);
+            self.left += 1;
         }
-        let at = (self.cursor..self.pending.len())
-            .find(|&i| self.pending[i].as_ref().is_some_and(|u| u.cost < unit.cost))
-            .unwrap_or(self.pending.len());
-        self.pending.insert(at, Some(unit));
-        self.left += 1;
     }
 
     /// Drops everything not handed out yet (after `-x`/`--maxfail`, or an interrupt).
     pub fn cancel(&mut self) -> Vec<Unit> {
         self.left = 0;
-        self.pending.drain(..).flatten().collect()
+        let mut dropped: Vec<Unit> = self.requeued.drain(..).collect();
+        dropped.extend(
+            self.pending
+                .iter_mut()
+                .filter_map(Option::take)
+                .map(|(unit, _)| unit),
+        );
+        dropped
     }
 
     pub fn units_left(&self) -> usize {
@@ -126,7 +221,8 @@ mod tests {
         list.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
-    /// A fake worker pool: each worker pulls when its clock is the lowest (LPT list scheduling).
+    /// A fake worker pool: the worker whose clock is lowest pulls next (list scheduling).
+    /// Returns each worker's tests in order, and the makespan.
     fn simulate(mut s: Scheduler, workers: usize) -> (Vec<Vec<usize>>, f64) {
         let mut clocks = vec![0.0_f64; workers];
         let mut ran = vec![Vec::new(); workers];
@@ -134,7 +230,7 @@ mod tests {
             let w = (0..workers)
                 .min_by(|&a, &b| clocks[a].total_cmp(&clocks[b]))
                 .unwrap();
-            let Some(unit) = s.next_for(|_| true) else {
+            let Some(unit) = s.next_for(w, |_| true) else {
                 break;
             };
             clocks[w] += unit.cost;
@@ -145,20 +241,20 @@ mod tests {
 
     #[test]
     fn longest_first_and_balanced() {
-        let tests = names(&["a.py::t1", "a.py::t2", "b.py::t3", "b.py::t4", "c.py::t5"]);
+        let tests = names(&["a.py::t1", "b.py::t2", "c.py::t3", "d.py::t4", "e.py::t5"]);
         let d = durations(&[
             ("a.py::t1", 1.0),
-            ("a.py::t2", 5.0),
-            ("b.py::t3", 3.0),
-            ("b.py::t4", 3.0),
-            ("c.py::t5", 2.0),
+            ("b.py::t2", 5.0),
+            ("c.py::t3", 3.0),
+            ("d.py::t4", 3.0),
+            ("e.py::t5", 2.0),
         ]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
-        assert_eq!(s.next_for(|_| true).unwrap().tests, vec![1]);
+        assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![1]);
         let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load), 2);
         assert_eq!(makespan, 7.0); // 5+2 / 3+3+1
         s.cancel();
-        assert!(s.next_for(|_| true).is_none());
+        assert!(s.next_for(0, |_| true).is_none());
     }
 
     #[test]
@@ -178,13 +274,38 @@ mod tests {
     }
 
     #[test]
+    fn workers_keep_to_their_module_under_load() {
+        // 10 modules of 20 tests with noise-level durations: strict LPT would scatter every
+        // worker over all modules (198 switches), setting module fixtures up again for nearly
+        // every test.
+        let tests: Vec<String> = (0..10)
+            .flat_map(|m| (0..20).map(move |t| format!("m{m}.py::t{t}")))
+            .collect();
+        let d: HashMap<String, f64> = tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), 0.001 + ((i * 7919) % 97) as f64 * 1e-5))
+            .collect();
+        let (ran, _) = simulate(Scheduler::new(&tests, &d, Dist::Load), 2);
+        let switches: usize = ran
+            .iter()
+            .map(|seq| {
+                seq.windows(2)
+                    .filter(|w| tests[w[0]].split("::").next() != tests[w[1]].split("::").next())
+                    .count()
+            })
+            .sum();
+        assert!(switches <= 10, "{switches} module switches");
+    }
+
+    #[test]
     fn units_keep_testmon_order_within() {
         let tests = names(&["a.py::C::t2", "a.py::C::t1", "a.py::t0", "b.py::t9"]);
         let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope);
-        assert_eq!(s.next_for(|_| true).unwrap().tests, vec![0, 1]);
-        assert_eq!(s.next_for(|_| true).unwrap().tests, vec![2]);
+        assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1]);
+        assert_eq!(s.next_for(1, |_| true).unwrap().tests, vec![2]);
         let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadfile);
-        assert_eq!(s.next_for(|_| true).unwrap().tests, vec![0, 1, 2]);
+        assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1, 2]);
         assert_eq!(s.units_left(), 1);
     }
 
@@ -207,7 +328,7 @@ mod tests {
         let tests = names(&["a", "b", "c", "new"]);
         let d = durations(&[("a", 1.0), ("b", 2.0), ("c", 9.0)]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
-        let order: Vec<f64> = std::iter::from_fn(|| s.next_for(|_| true))
+        let order: Vec<f64> = std::iter::from_fn(|| s.next_for(0, |_| true))
             .map(|u| u.cost)
             .collect();
         assert_eq!(order, vec![9.0, 2.0, 2.0, 1.0]);
@@ -218,22 +339,22 @@ mod tests {
         let tests = names(&["a", "b"]);
         let d = durations(&[("a", 2.0), ("b", 1.0)]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
-        assert_eq!(s.next_for(|u| u.tests != vec![0]).unwrap().tests, vec![1]);
-        assert_eq!(s.next_for(|_| true).unwrap().tests, vec![0]);
-        assert!(s.next_for(|_| true).is_none());
+        assert_eq!(
+            s.next_for(0, |u| u.tests != vec![0]).unwrap().tests,
+            vec![1]
+        );
+        assert_eq!(s.next_for(1, |_| true).unwrap().tests, vec![0]);
+        assert!(s.next_for(0, |_| true).is_none());
     }
 
     #[test]
-    fn requeued_work_goes_out_again_by_cost() {
+    fn requeued_work_goes_out_first() {
         let tests = names(&["a", "b", "c"]);
         let d = durations(&[("a", 3.0), ("b", 2.0), ("c", 1.0)]);
         let mut s = Scheduler::new(&tests, &d, Dist::Load);
-        let first = s.next_for(|_| true).unwrap();
-        s.requeue(Unit {
-            tests: first.tests.clone(),
-            cost: first.cost,
-        });
-        assert_eq!(s.next_for(|_| true).unwrap(), first);
+        let first = s.next_for(0, |_| true).unwrap();
+        s.requeue(first.clone());
+        assert_eq!(s.next_for(1, |_| true).unwrap(), first);
         assert_eq!(s.units_left(), 2);
     }
 }

@@ -277,7 +277,7 @@ impl<'a> Supervisor<'a> {
             None
         } else {
             let eligible = &self.slots[w].eligible;
-            scheduler.next_for(|unit| match eligible {
+            scheduler.next_for(w, |unit| match eligible {
                 None => true,
                 Some(set) => unit.tests.iter().all(|&i| set.contains(&run_list[i])),
             })
