@@ -196,13 +196,18 @@ class Worker:
         queue = collections.deque()
         no_more = False
         while True:
+            # Always know the next item before running one. "later": nothing for now, so the
+            # held item runs as the last (its teardown complete); asked again when idle, the
+            # supervisor answers once work comes back or the run is over.
             while len(queue) < 2 and not no_more:
-                self.send({"t": "want"})
+                self.send({"t": "want", "queued": len(queue)})
                 msg = self.recv()
                 if msg["t"] == "run":
                     queue.extend(msg["nodeids"])
                 elif msg["t"] == "shutdown":
                     no_more = True
+                elif msg["t"] == "later" and queue:
+                    break
             if not queue:
                 break
             item = items[queue.popleft()]

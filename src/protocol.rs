@@ -22,8 +22,11 @@ pub enum FromWorker {
         sync: Option<Vec<String>>,
         collect_errors: Vec<CollectError>,
     },
-    /// The worker has at most one test left: it wants the next unit.
-    Want,
+    /// The worker has at most one test left (`queued`): it wants the next unit.
+    Want {
+        #[serde(default)]
+        queued: usize,
+    },
     /// One test's reports (setup, call, teardown).
     Result {
         nodeid: String,
@@ -69,7 +72,11 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ToWorker {
-    Run { nodeids: Vec<String> },
+    Run {
+        nodeids: Vec<String>,
+    },
+    /// Nothing for now: run the test you hold as your last, then ask again.
+    Later,
     Shutdown,
 }
 
@@ -93,7 +100,10 @@ mod tests {
 
     #[test]
     fn parses_worker_messages() {
-        assert_eq!(parse(r#"{"t": "want"}"#), Ok(FromWorker::Want));
+        assert_eq!(
+            parse(r#"{"t": "want", "queued": 1}"#),
+            Ok(FromWorker::Want { queued: 1 })
+        );
         let msg = parse(r#"{"t":"hello","protocol":1,"worker":"gw0","pid":42}"#).unwrap();
         assert_eq!(
             msg,
@@ -125,5 +135,6 @@ mod tests {
         });
         assert_eq!(line, "{\"t\":\"run\",\"nodeids\":[\"t.py::a[x\\ny]\"]}\n");
         assert_eq!(encode(&ToWorker::Shutdown), "{\"t\":\"shutdown\"}\n");
+        assert_eq!(encode(&ToWorker::Later), "{\"t\":\"later\"}\n");
     }
 }

@@ -61,7 +61,9 @@ struct Slot {
     collected: Option<Collected>,
     /// None: every test of the run list; Some: only these (its collection differed).
     eligible: Option<HashSet<String>>,
-    wants: bool,
+    /// The worker asked for work, holding this many tests of its own; with 0 it is idle
+    /// and waits (parked) until work is given back or the run is over.
+    wants: Option<usize>,
     shut: bool,
     closed: bool,
     finished: Option<i32>,
@@ -102,7 +104,7 @@ impl<'a> Supervisor<'a> {
                 worker,
                 collected: None,
                 eligible: None,
-                wants: false,
+                wants: None,
                 shut: false,
                 closed: false,
                 finished: None,
@@ -201,8 +203,8 @@ impl<'a> Supervisor<'a> {
                 });
                 self.maybe_start_schedule();
             }
-            FromWorker::Want => {
-                self.slots[w].wants = true;
+            FromWorker::Want { queued } => {
+                self.slots[w].wants = Some(queued);
                 self.serve(w);
             }
             FromWorker::Result { nodeid, reports } => self.on_result(w, nodeid, reports),
@@ -264,9 +266,14 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Answers a worker that wants work: its next unit, or shutdown.
+    /// Answers a worker that wants work: its next unit; or, when none is left, "later" to a
+    /// worker that still holds a test (it runs it as its last for now); or nothing yet to an
+    /// idle worker, parked until a crashed worker's tests come back or the run is over.
     fn serve(&mut self, w: usize) {
-        if !self.slots[w].wants || self.slots[w].shut {
+        let Some(queued) = self.slots[w].wants else {
+            return;
+        };
+        if self.slots[w].shut {
             return;
         }
         let Some(scheduler) = self.scheduler.as_mut() else {
@@ -283,17 +290,47 @@ impl<'a> Supervisor<'a> {
             })
         };
         let slot = &mut self.slots[w];
-        slot.wants = false;
         match unit {
             Some(unit) => {
                 let nodeids = unit.tests.iter().map(|&i| run_list[i].clone()).collect();
+                slot.wants = None;
                 slot.assigned.extend(unit.tests);
                 slot.worker.send(&ToWorker::Run { nodeids });
             }
-            None => {
+            None if self.stopping => {
+                slot.wants = None;
                 slot.shut = true;
                 slot.worker.send(&ToWorker::Shutdown);
             }
+            None if queued > 0 => {
+                slot.wants = None;
+                slot.worker.send(&ToWorker::Later);
+            }
+            None => self.release_parked(),
+        }
+    }
+
+    /// Shuts parked workers down once no work can come back: nothing is left to hand out
+    /// and no running worker holds tests without results.
+    fn release_parked(&mut self) {
+        let Some(scheduler) = self.scheduler.as_ref() else {
+            return;
+        };
+        let busy = self
+            .slots
+            .iter()
+            .any(|s| !s.done && !s.shut && !s.assigned.is_empty());
+        if scheduler.units_left() > 0 || busy {
+            return;
+        }
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.wants == Some(0) && !s.shut)
+        {
+            slot.wants = None;
+            slot.shut = true;
+            slot.worker.send(&ToWorker::Shutdown);
         }
     }
 
@@ -319,6 +356,12 @@ impl<'a> Supervisor<'a> {
             worker: w,
             reports,
         });
+        if self.stopping {
+            for other in 0..self.slots.len() {
+                self.serve(other);
+            }
+        }
+        self.release_parked();
     }
 
     fn on_interrupt(&mut self) {
@@ -366,6 +409,7 @@ impl<'a> Supervisor<'a> {
                 self.on_crash(w, exit);
             }
             self.maybe_start_schedule();
+            self.release_parked();
         }
     }
 
