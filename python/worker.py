@@ -20,6 +20,7 @@ import collections
 import io
 import json
 import os
+import signal
 import socket
 
 import pytest
@@ -72,6 +73,11 @@ class Worker:
         self.collect_errors = []
         self.reports = {}
         self.spool = None
+        # Ctrl-C reaches a worker as SIGINT from the supervisor. Inside a test's setup, call or
+        # teardown it interrupts at once, as in pytest; elsewhere (testmon's bookkeeping, the
+        # talk with the supervisor) it waits for the end of the current test.
+        self.interruptible = False
+        self.interrupted = False
         self.channel.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
 
     def send(self, msg):
@@ -195,27 +201,68 @@ class Worker:
             items.setdefault(item.nodeid, item)
         queue = collections.deque()
         no_more = False
-        while True:
-            # Always know the next item before running one. "later": nothing for now, so the
-            # held item runs as the last (its teardown complete); asked again when idle, the
-            # supervisor answers once work comes back or the run is over.
-            while len(queue) < 2 and not no_more:
-                self.send({"t": "want", "queued": len(queue)})
-                msg = self.recv()
-                if msg["t"] == "run":
-                    queue.extend(msg["nodeids"])
-                elif msg["t"] == "shutdown":
-                    no_more = True
-                elif msg["t"] == "later" and queue:
+        previous = signal.signal(signal.SIGINT, self.on_sigint)
+        try:
+            while True:
+                # Always know the next item before running one. "later": nothing for now, so
+                # the held item runs as the last (its teardown complete); asked again when idle,
+                # the supervisor answers once work comes back or the run is over.
+                while len(queue) < 2 and not no_more:
+                    self.send({"t": "want", "queued": len(queue)})
+                    msg = self.recv()
+                    if msg["t"] == "run":
+                        queue.extend(msg["nodeids"])
+                    elif msg["t"] == "shutdown":
+                        no_more = True
+                    elif msg["t"] == "later" and queue:
+                        break
+                if not queue or self.interrupted:
                     break
-            if not queue:
-                break
-            item = items[queue.popleft()]
-            nextitem = items[queue[0]] if queue else None
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            if session.shouldfail or session.shouldstop:
-                break
+                item = items[queue.popleft()]
+                nextitem = items[queue[0]] if queue else None
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if self.interrupted or session.shouldfail or session.shouldstop:
+                    break
+            if self.interrupted:
+                self.interrupt_between_tests()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return True
+
+    def on_sigint(self, _signum, _frame):
+        self.interrupted = True
+        if self.interruptible:
+            raise KeyboardInterrupt
+
+    def interrupt_between_tests(self):
+        """Every test run so far has finished: let testmon write its whole batch (it does on
+        an interrupt inside a test, or after the last test, not in between)."""
+        collect = self.config.pluginmanager.get_plugin("TestmonCollect")
+        collector = getattr(collect, "testmon", None)
+        if collector is not None and hasattr(collector, "_next_test_name"):
+            collector._next_test_name = None  # pylint: disable=protected-access
+        raise KeyboardInterrupt
+
+    def run_phase(self):
+        self.interruptible = True
+        try:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            return (yield)
+        finally:
+            self.interruptible = False
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item):  # pylint: disable=unused-argument
+        return (yield from self.run_phase())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):  # pylint: disable=unused-argument
+        return (yield from self.run_phase())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item, nextitem):  # pylint: disable=unused-argument
+        return (yield from self.run_phase())
 
     def pytest_runtest_logreport(self, report):
         self.reports.setdefault(report.nodeid, []).append(report_data(self.config, report))

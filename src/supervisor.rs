@@ -381,6 +381,10 @@ impl<'a> Supervisor<'a> {
         for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
             slot.worker.signal(signal);
         }
+        // Workers waiting for work (or its answer) get theirs: shutdown.
+        for w in 0..self.slots.len() {
+            self.serve(w);
+        }
     }
 
     /// Reaps ended workers; a worker that ended without finishing its session crashed.
