@@ -248,15 +248,21 @@ mod tests {
 
     const ENV: i64 = 1;
 
-    /// A spool with tests `t0..tN`, each with one fingerprint of `a.py` (fsha, checksums).
-    fn spool(dir: &Path, name: &str, tests: &[(&str, &str, &[u8])]) -> PathBuf {
-        let path = dir.join(name);
-        let conn = open_main(&path, 14).unwrap().conn;
+    /// A datafile with this run's environment row.
+    fn database(path: &Path) -> Connection {
+        let conn = open_main(path, 14).unwrap().conn;
         conn.execute(
             "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
             [ENV],
         )
         .unwrap();
+        conn
+    }
+
+    /// A spool with tests `t0..tN`, each with one fingerprint of `a.py` (fsha, checksums).
+    fn spool(dir: &Path, name: &str, tests: &[(&str, &str, &[u8])]) -> PathBuf {
+        let path = dir.join(name);
+        let conn = database(&path);
         for (test, fsha, checksums) in tests {
             conn.execute(
                 "INSERT INTO test_execution (environment_id, test_name, duration, failed, forced)
@@ -296,12 +302,7 @@ mod tests {
     #[test]
     fn file_fp_rows_are_chosen_batch_by_batch_as_testmon_does() {
         let dir = tempfile::tempdir().unwrap();
-        let mut main = open_main(&dir.path().join("main"), 14).unwrap().conn;
-        main.execute(
-            "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
-            [ENV],
-        )
-        .unwrap();
+        let mut main = database(&dir.path().join("main"));
         // An older row with the same checksums and a lower fsha, from an earlier run.
         main.execute(
             "INSERT INTO file_fp (filename, method_checksums, fsha) VALUES ('a.py', x'01', 'aaa')",
@@ -333,13 +334,7 @@ mod tests {
         // Nothing older with its checksums: created.
         assert_eq!(fsha_of(&main, "t2"), "ccc");
         // One batch for everything: every test gets the new row.
-        let mut again = open_main(&dir.path().join("main2"), 14).unwrap().conn;
-        again
-            .execute(
-                "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
-                [ENV],
-            )
-            .unwrap();
+        let mut again = database(&dir.path().join("main2"));
         merge_spools(&mut again, &spools, ENV, &Batches::new(&run_list, 250)).unwrap();
         assert_eq!(fsha_of(&again, "t3"), "bbb");
     }
@@ -347,12 +342,7 @@ mod tests {
     #[test]
     fn a_rerun_replaces_the_tests_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let mut main = open_main(&dir.path().join("main"), 14).unwrap().conn;
-        main.execute(
-            "INSERT INTO environment VALUES (?, 'default', 'p', '3.11.7')",
-            [ENV],
-        )
-        .unwrap();
+        let mut main = database(&dir.path().join("main"));
         let first = spool(dir.path(), "s0", &[("t0", "aaa", &[1])]);
         let second = spool(dir.path(), "s1", &[("t0", "bbb", &[2])]);
         let batches = Batches::new(&["t0".to_string()], 250);

@@ -58,23 +58,25 @@ pub struct Project {
 }
 
 impl Project {
-    pub fn copy(fixture: &str) -> Project {
-        let tmp = tempfile::Builder::new()
-            .prefix("testmon-run-it-")
-            .tempdir()
-            .unwrap();
-        let root = tmp.path().join(fixture);
-        copy_dir(&repo().join("tests/fixtures").join(fixture), &root);
-        Project { _tmp: tmp, root }
-    }
-
-    /// An empty project (a pytest.ini with `testpaths = tests`), to fill with `write`.
-    pub fn empty(name: &str) -> Project {
+    fn in_tempdir(name: &str) -> Project {
         let tmp = tempfile::Builder::new()
             .prefix("testmon-run-it-")
             .tempdir()
             .unwrap();
         let root = tmp.path().join(name);
+        Project { _tmp: tmp, root }
+    }
+
+    pub fn copy(fixture: &str) -> Project {
+        let project = Project::in_tempdir(fixture);
+        copy_dir(&repo().join("tests/fixtures").join(fixture), &project.root);
+        project
+    }
+
+    /// An empty project (a pytest.ini with `testpaths = tests`), to fill with `write`.
+    pub fn empty(name: &str) -> Project {
+        let project = Project::in_tempdir(name);
+        let root = &project.root;
         std::fs::create_dir_all(root.join("tests")).unwrap();
         std::fs::write(root.join("pytest.ini"), "[pytest]\ntestpaths = tests\n").unwrap();
         std::fs::write(
@@ -82,7 +84,7 @@ impl Project {
             "# the rootdir conftest puts the root on sys.path\n",
         )
         .unwrap();
-        Project { _tmp: tmp, root }
+        project
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
