@@ -208,3 +208,19 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
         );
     }
 }
+
+#[test]
+fn the_same_tests_in_another_order_run_without_a_warning() {
+    for venv in VENVS {
+        let project = Project::copy("shuffled");
+        let run = project.testmon_run(venv, &["-n", "2"], &[]).run();
+        assert_eq!(run.code(), 0, "{}", run.output());
+        assert!(
+            !run.stdout.contains("collected different tests"),
+            "{}",
+            run.output()
+        );
+        assert_eq!(run.ran.len(), 12, "{:?}", run.ran);
+        assert!(run.summary().contains("12 passed"), "{}", run.summary());
+    }
+}
