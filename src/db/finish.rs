@@ -9,6 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::home_file;
+use super::merge::FileFpRows;
 
 /// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; collected tests
 /// without a record get a placeholder ("0match") so that they are selected until they ran.
@@ -33,6 +34,7 @@ pub fn sync_tests(
              VALUES (?, ?, NULL, 0, NULL)",
         )?;
         let mut link = tx.prepare("INSERT INTO test_execution_file_fp VALUES (?, ?)")?;
+        let mut file_fps = FileFpRows::new(&tx, 0)?;
         let mut added: Vec<&str> = collected
             .iter()
             .map(String::as_str)
@@ -43,7 +45,8 @@ pub fn sync_tests(
         for name in added {
             insert_test.execute(params![env_id, name])?;
             let te_id = tx.last_insert_rowid();
-            let fp_id = fetch_or_create_file_fp(&tx, home_file(name), None, placeholder)?;
+            let placeholder_fp = (home_file(name).to_string(), None, placeholder.to_vec());
+            let fp_id = file_fps.for_test(&placeholder_fp, None, false)?;
             link.execute(params![te_id, fp_id])?;
         }
     }
@@ -64,31 +67,6 @@ pub fn sync_tests(
     }
     tx.commit()?;
     Ok(())
-}
-
-/// The `file_fp` row with this content, created if missing (NULL-safe on `fsha`).
-pub(super) fn fetch_or_create_file_fp(
-    conn: &Connection,
-    filename: &str,
-    fsha: Option<&str>,
-    method_checksums: &[u8],
-) -> Result<i64> {
-    let existing = conn
-        .query_row(
-            "SELECT min(id) FROM file_fp WHERE filename = ? AND fsha IS ? AND method_checksums = ?",
-            params![filename, fsha, method_checksums],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
-        .flatten();
-    if let Some(id) = existing {
-        return Ok(id);
-    }
-    conn.execute(
-        "INSERT INTO file_fp (filename, method_checksums, fsha) VALUES (?, ?, ?)",
-        params![filename, method_checksums, fsha],
-    )?;
-    Ok(conn.last_insert_rowid())
 }
 
 /// testmon's `finish_execution`: the saving statistics, then the vacuum of fingerprints no

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-type Triple = (String, Option<String>, Vec<u8>);
+/// A `file_fp` row's content: filename, fsha, method_checksums.
+pub(super) type Triple = (String, Option<String>, Vec<u8>);
 
 /// The batch in which a single process would have written each test's fingerprints.
 pub struct Batches {
@@ -172,7 +173,7 @@ fn merge_attached(
 }
 
 /// The main `file_fp` row for a fingerprint, found or created the way testmon does.
-struct FileFpRows<'t> {
+pub(super) struct FileFpRows<'t> {
     exact: rusqlite::Statement<'t>,
     fallback: rusqlite::Statement<'t>,
     insert: rusqlite::Statement<'t>,
@@ -182,7 +183,8 @@ struct FileFpRows<'t> {
 }
 
 impl<'t> FileFpRows<'t> {
-    fn new(conn: &'t Connection, watermark: i64) -> Result<FileFpRows<'t>> {
+    /// `watermark`: the highest id before this run's results; rows up to it existed before.
+    pub(super) fn new(conn: &'t Connection, watermark: i64) -> Result<FileFpRows<'t>> {
         Ok(FileFpRows {
             exact: conn.prepare(
                 "SELECT min(id) FROM main.file_fp WHERE filename = ? AND fsha IS ? AND method_checksums = ?",
@@ -200,7 +202,12 @@ impl<'t> FileFpRows<'t> {
 
     /// `later_batch`: a single process would have written this test after the batch that
     /// first wrote this fingerprint, when the row already existed.
-    fn for_test(&mut self, triple: &Triple, mtime: Option<f64>, later_batch: bool) -> Result<i64> {
+    pub(super) fn for_test(
+        &mut self,
+        triple: &Triple,
+        mtime: Option<f64>,
+        later_batch: bool,
+    ) -> Result<i64> {
         let key = (triple.clone(), later_batch);
         if let Some(&id) = self.cache.get(&key) {
             return Ok(id);
