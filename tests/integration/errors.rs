@@ -9,24 +9,6 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
 
-/// A fresh directory to be the command's TMPDIR, where testmon-run makes its run directory.
-fn fresh_tmpdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("testmon-run-it-tmpdir-")
-        .tempdir()
-        .unwrap()
-}
-
-/// The names in a directory, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Nothing (no `testmon-run-*` run directory, nor anything else) is left in TMPDIR. The
 /// fixture projects use no `tmp_path`, so pytest itself puts nothing there either.
 fn assert_tmpdir_empty(tmpdir: &Path, what: &str, run: &Run) {

@@ -9,13 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn empty_dir_entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 /// Processes whose environment names a run directory under `tmpdir`: our workers.
 fn workers_alive(tmpdir: &Path) -> Vec<u32> {
     let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
@@ -37,7 +30,7 @@ fn workers_alive(tmpdir: &Path) -> Vec<u32> {
 fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
     for venv in VENVS {
         let project = Project::copy("crash");
-        let tmpdir = tempfile::tempdir().unwrap();
+        let tmpdir = fresh_tmpdir();
         let run = project
             .testmon_run(venv, &["-n", "2"], &[])
             .env("TMPDIR", tmpdir.path())
@@ -88,9 +81,9 @@ fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
             "the surviving worker's tests are recorded: {placeholders:?}"
         );
         assert!(
-            empty_dir_entries(tmpdir.path()).is_empty(),
+            entries(tmpdir.path()).is_empty(),
             "left behind: {:?}",
-            empty_dir_entries(tmpdir.path())
+            entries(tmpdir.path())
         );
         assert!(workers_alive(tmpdir.path()).is_empty());
         // The next run selects exactly the tests without a real record.
@@ -127,7 +120,7 @@ fn differing_collections_warn_and_run_each_test_once() {
 fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
     for venv in VENVS {
         let project = Project::copy("slow");
-        let tmpdir = tempfile::tempdir().unwrap();
+        let tmpdir = fresh_tmpdir();
         let mut builder = project.testmon_run(venv, &["-n", "2"], &[]);
         builder.env("TMPDIR", tmpdir.path());
         let mut cmd = builder.command();
@@ -202,9 +195,9 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
             "workers left running"
         );
         assert!(
-            empty_dir_entries(tmpdir.path()).is_empty(),
+            entries(tmpdir.path()).is_empty(),
             "left behind: {:?}",
-            empty_dir_entries(tmpdir.path())
+            entries(tmpdir.path())
         );
     }
 }

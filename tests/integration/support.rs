@@ -547,3 +547,21 @@ pub fn assert_same_ran(parallel: &Run, single: &Run, step: &str) {
         single.output()
     );
 }
+
+/// A fresh directory to be the command's TMPDIR, where testmon-run makes its run directory.
+pub fn fresh_tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("testmon-run-it-tmpdir-")
+        .tempdir()
+        .unwrap()
+}
+
+/// The names in a directory, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
