@@ -63,6 +63,33 @@ def testmon_facts(config):
     }
 
 
+def streams_output(config):
+    """-s (capture=no) or live logging: the workers' output is shown as it comes."""
+    if getattr(config.option, "capture", "fd") == "no":
+        return True
+    try:
+        return config.getoption("log_cli_level") is not None or bool(config.getini("log_cli"))
+    except ValueError:
+        return False
+
+
+def junit_path(option):
+    """Where pytest would write --junitxml (resolved as its LogXML does)."""
+    path = getattr(option, "xmlpath", None)
+    if not path:
+        return None
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.path.expandvars(path))))
+
+
+def report_chars(config):
+    try:
+        from _pytest.terminal import getreportopt  # pylint: disable=import-outside-toplevel
+
+        return getreportopt(config)
+    except Exception:  # pylint: disable=broad-except
+        return "fE"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     option = config.option
@@ -84,6 +111,14 @@ def pytest_cmdline_main(config):
         "verbose": int(getattr(option, "verbose", 0) or 0),
         "color": str(getattr(option, "color", "auto")),
         "testmon": testmon_facts(config),
+        "stream": streams_output(config),
+        "junitxml": junit_path(option),
+        "reportchars": report_chars(config),
+        "tbstyle": str(getattr(option, "tbstyle", "auto")),
+        "durations": getattr(option, "durations", None),
+        "durations_min": getattr(option, "durations_min", None),
+        "stepwise": bool(getattr(option, "stepwise", False)),
+        "stepwise_skip": bool(getattr(option, "stepwise_skip", False)),
     }
     out = os.environ["TESTMON_RUN_PROBE_OUT"]
     tmp = out + ".tmp"

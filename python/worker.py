@@ -22,10 +22,17 @@ import json
 import os
 import signal
 import socket
+import sys
 
 import pytest
 
-PROTOCOL = 1
+PROTOCOL = 2
+
+# pytest categories and the -r characters that show them in the short test summary.
+REPORT_CHARS = {"failed": "f", "passed": "p", "error": "E", "skipped": "s", "xfailed": "x", "xpassed": "X"}
+
+# pytest cache keys the supervisor writes once for the whole run (never last-writer-wins).
+MERGED_CACHE_KEYS = ("cache/lastfailed", "cache/stepwise")
 
 
 class SupervisorGone(Exception):
@@ -73,6 +80,10 @@ class Worker:
         self.collect_errors = []
         self.reports = {}
         self.spool = None
+        self.stream = bool(self.plan.get("stream"))
+        self.lastfailed_before = None
+        self.cache_values = {}
+        self.tm_message = None
         # Ctrl-C reaches a worker as SIGINT from the supervisor. Inside a test's setup, call or
         # teardown it interrupts at once, as in pytest; elsewhere (testmon's bookkeeping, the
         # talk with the supervisor) it waits for the end of the current test.
@@ -108,6 +119,9 @@ class Worker:
             config.option.dist = "no"
         if getattr(config.option, "tx", None):
             config.option.tx = []
+        # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
+        if getattr(config.option, "xmlpath", None):
+            config.option.xmlpath = os.path.join(self.run_dir, f"junit-{self.name}.xml")
         if self.plan["testmon"]["active"]:
             import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
 
@@ -140,6 +154,7 @@ class Worker:
 
         data.sync_db_fs_tests = sync_db_fs_tests
         config.testmon_data = data
+        self.tm_message = testmon_message(config, data)
 
     def open_spool(self, tm):
         if self.spool is None:
@@ -160,6 +175,45 @@ class Worker:
         if self.spool is not None:
             self.spool.con.close()
             self.spool = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        config = session.config
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            self.lastfailed_before = dict(cache.get("cache/lastfailed", {}))
+            original_set = cache.set
+
+            def set_value(key, value):
+                if key in MERGED_CACHE_KEYS:
+                    self.cache_values[key] = value
+                else:
+                    original_set(key, value)
+
+            cache.set = set_value
+        # xdist's fixtures read config.workerinput, which a worker of ours has not: these
+        # (registered last, so they win) give the values xdist's workers give.
+        config.pluginmanager.register(XdistFixtures(), "testmon_run_xdist_fixtures")
+        if self.stream:
+            self.stream_output(config)
+
+    def stream_output(self, config):
+        """-s / log_cli: only the tests' output and live logs reach stdout (streamed by the
+        supervisor, line by line); pytest's own terminal output goes to the worker's log."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
+
+        log = open(  # pylint: disable=consider-using-with
+            os.path.join(self.run_dir, f"{self.name}.term"), "a", encoding="utf-8"
+        )
+        live = LiveLog(reporter, TerminalWriter(file=sys.__stdout__))
+        reporter._tw = TerminalWriter(file=log)  # pylint: disable=protected-access
+        logging_plugin = config.pluginmanager.get_plugin("logging-plugin")
+        handler = getattr(logging_plugin, "log_cli_handler", None)
+        if handler is not None and getattr(handler, "stream", None) is reporter:
+            handler.stream = live
 
     # -- collection ---------------------------------------------------------------------
 
@@ -185,6 +239,7 @@ class Worker:
                 "deselected": self.deselected,
                 "sync": self.sync,
                 "collect_errors": self.collect_errors,
+                "tm_message": self.tm_message,
             }
         )
 
@@ -214,6 +269,11 @@ class Worker:
                         queue.extend(msg["nodeids"])
                     elif msg["t"] == "shutdown":
                         no_more = True
+                    elif msg["t"] == "stop":
+                        # -x/--maxfail reached elsewhere: start nothing more, not even the
+                        # test held as next (session end tears its fixtures down).
+                        no_more = True
+                        queue.clear()
                     elif msg["t"] == "later" and queue:
                         break
                 if not queue or self.interrupted:
@@ -265,7 +325,11 @@ class Worker:
         return (yield from self.run_phase())
 
     def pytest_runtest_logreport(self, report):
-        self.reports.setdefault(report.nodeid, []).append(report_data(self.config, report))
+        data = report_data(self.config, report)
+        short = short_summary_lines(self.config, report, data["category"])
+        if short:
+            data["short"] = short
+        self.reports.setdefault(report.nodeid, []).append(data)
         if report.when == "teardown":
             self.send(
                 {
@@ -286,11 +350,121 @@ class Worker:
                     "exitstatus": int(session.exitstatus),
                     "shouldfail": bool(session.shouldfail),
                     "shouldstop": bool(session.shouldstop),
+                    "warnings": warning_list(session.config),
+                    "cache": self.cache_report(session.config),
                 }
             )
         except SupervisorGone:
             pass  # nobody left to tell
         return result
+
+
+    def cache_report(self, config):
+        """What this worker would have written to pytest's cache, for the supervisor's merge:
+        the change to lastfailed (tests run here only), and stepwise's value."""
+        cache = getattr(config, "cache", None)
+        if cache is None or self.lastfailed_before is None:
+            return None
+        lfplugin = config.pluginmanager.get_plugin("lfplugin")
+        after = getattr(lfplugin, "lastfailed", None)
+        report = {"dir": str(getattr(cache, "_cachedir", ""))}
+        if isinstance(after, dict):
+            before = self.lastfailed_before
+            report["lastfailed_removed"] = [k for k in before if k not in after]
+            report["lastfailed_added"] = [k for k in after if k not in before]
+        if "cache/stepwise" in self.cache_values:
+            report["stepwise"] = self.cache_values["cache/stepwise"]
+        return report
+
+
+class XdistFixtures:
+    """xdist's worker_id and testrun_uid fixtures, with the values of this run."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(self):
+        return os.environ["PYTEST_XDIST_WORKER"]
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self):
+        return os.environ["PYTEST_XDIST_TESTRUNUID"]
+
+
+class LiveLog:
+    """Stands in for the terminal reporter as pytest's live-log stream: to stdout."""
+
+    def __init__(self, reporter, writer):
+        self.reporter = reporter
+        self.writer = writer
+
+    def write(self, content, **markup):
+        self.writer.write(content, **markup)
+        self.writer.flush()
+
+    def section(self, title, sep="=", **kwargs):
+        self.writer.sep(sep, title, **kwargs)
+        self.writer.flush()
+
+    def flush(self):
+        self.writer.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.reporter, name)
+
+
+def testmon_message(config, data):
+    """testmon's own header words for this run (changed files, unchanged files, ...)."""
+    try:
+        from testmon.pytest_testmon import changed_message  # pylint: disable=import-outside-toplevel
+
+        return changed_message(
+            config,
+            data.environment,
+            getattr(data, "system_packages_change", False),
+            getattr(getattr(config, "testmon_config", None), "select", True),
+            getattr(data, "stable_files", set()),
+            getattr(data, "unstable_files", set()),
+        )
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def warning_list(config):
+    """The warnings pytest's summary would show: (location, message) pairs."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return []
+    out = []
+    for warning in reporter.stats.get("warnings", []):
+        try:
+            out.append([warning.get_location(config) or "", str(warning.message)])
+        except Exception:  # pylint: disable=broad-except
+            continue
+    return out
+
+
+def short_summary_lines(config, report, category):
+    """The report's lines in pytest's "short test summary info" (by its -r characters),
+    produced by pytest's own code: the reporter's summary run over this one report."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    char = REPORT_CHARS.get(category)
+    if reporter is None or char is None or char not in (reporter.reportchars or ""):
+        return None
+    from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
+
+    buf = io.StringIO()
+    writer = TerminalWriter(file=buf)
+    writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
+    # pylint: disable=protected-access
+    saved = (reporter._tw, reporter.stats, reporter.currentfspath)
+    reporter._tw, reporter.stats, reporter.currentfspath = writer, {category: [report]}, None
+    try:
+        reporter.short_test_summary()
+    except Exception:  # pylint: disable=broad-except
+        return None
+    finally:
+        reporter._tw, reporter.stats, reporter.currentfspath = saved
+    lines = buf.getvalue().splitlines()
+    return [line for line in lines[1:] if line]  # after the "short test summary info" sep
 
 
 def make_worker_db(worker, tm):

@@ -59,6 +59,14 @@ struct Args {
     #[arg(long)]
     keep_run_dir: bool,
 
+    /// Plain progress lines even on a terminal (as when not a terminal or $CI is set).
+    #[arg(long)]
+    no_progress: bool,
+
+    /// Write a machine-readable summary of the run (JSON) to PATH.
+    #[arg(long, value_name = "PATH")]
+    json_report: Option<PathBuf>,
+
     /// The pytest command, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -72,6 +80,9 @@ pub struct Config {
     pub dist: Dist,
     pub datafile: Option<PathBuf>,
     pub keep_run_dir: bool,
+    /// Live progress allowed (a bar on a terminal); false: plain lines.
+    pub progress: bool,
+    pub json_report: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
 
@@ -107,6 +118,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal>
         dist: args.dist,
         datafile: args.datafile,
         keep_run_dir: args.keep_run_dir,
+        progress: !args.no_progress,
+        json_report: args.json_report,
         command: args.command,
     }))
 }

@@ -17,6 +17,12 @@ pub enum Event {
     Closed {
         worker: usize,
     },
+    /// One complete line a worker printed (`-s`, live logs), without its newline.
+    Output {
+        worker: usize,
+        line: String,
+        stderr: bool,
+    },
     Signal(SignalEvent),
 }
 

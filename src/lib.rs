@@ -7,10 +7,12 @@ pub mod cli;
 pub mod db;
 pub mod events;
 pub mod exit;
+pub mod header;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
 pub mod pycommand;
+pub mod pytest_cache;
 pub mod record;
 pub mod report;
 pub mod rundir;
@@ -18,6 +20,7 @@ pub mod scheduler;
 pub mod signals;
 pub mod supervisor;
 pub mod terminal;
+pub mod ui;
 pub mod worker;
 
 use std::ffi::OsString;
@@ -88,14 +91,13 @@ pub fn run(config: &Config) -> Result<u8> {
     }
     let prepared = testmon.map(record::prepare).transpose()?;
     let ready = started.elapsed();
-    run_dir.write_plan(&Plan::new(testmon.zip(prepared.as_ref().map(|p| p.env))))?;
+    run_dir.write_plan(&Plan::new(
+        testmon.zip(prepared.as_ref().map(|p| p.env)),
+        facts.stream,
+    ))?;
 
     let width = terminal::width();
     let color = terminal::color(&facts.color);
-    terminal::say(&format!(
-        "{}\n",
-        header(config.workers, &facts, testmon, prepared.as_ref())
-    ));
     if let Ok(events::Event::Signal(_)) = events_rx.try_recv() {
         eprintln!("testmon-run: interrupted before the workers started");
         return Ok(exit::INTERRUPTED);
@@ -117,6 +119,7 @@ pub fn run(config: &Config) -> Result<u8> {
             err_log: run_dir.err_log(&worker::name(index)),
             color,
             columns: width,
+            stream: facts.stream,
         };
         workers.push(worker::Worker::spawn(&spec, events_tx.clone())?);
     }
@@ -124,7 +127,18 @@ pub fn run(config: &Config) -> Result<u8> {
     let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
     let no_durations = Default::default();
     let durations = prepared.as_ref().map_or(&no_durations, |p| &p.durations);
-    let outcome = Supervisor::new(workers, events_rx, durations, config.dist, facts.maxfail).run();
+    let options = supervisor::Options {
+        dist: config.dist,
+        maxfail: facts.stop_after(),
+        verbose: facts.verbose,
+        header: header(config.workers, &facts, prepared.as_ref()),
+    };
+    let ui = ui::Ui::new(
+        ui::choose_mode(config.progress, facts.verbose < -1),
+        width,
+        names.clone(),
+    );
+    let outcome = Supervisor::new(workers, events_rx, durations, options, ui).run();
     let ran = started.elapsed();
 
     // Recorded before the report; a failure to record is reported after the results.
@@ -151,13 +165,34 @@ pub fn run(config: &Config) -> Result<u8> {
             (started.elapsed() - ran).as_secs_f64()
         );
     }
-    terminal::say(&final_report(
-        &outcome,
+    let crashed: Vec<String> = outcome
+        .results
+        .iter()
+        .filter(|r| {
+            r.reports
+                .iter()
+                .any(|rep| rep.word == "ERROR" && rep.letter == "E")
+        })
+        .filter(|r| r.reports.len() == 1 && r.reports[0].when == "call")
+        .map(|r| r.nodeid.clone())
+        .collect();
+    let cached = pytest_cache::write(&outcome.caches, &crashed).context("writing pytest's cache");
+    let style = report::Style {
         width,
+        verbose: facts.verbose,
+        reportchars: facts.reportchars.clone(),
+        tbstyle: facts.tbstyle.clone(),
+        durations: facts.durations,
+        durations_min: facts.durations_min,
+    };
+    terminal::say(&report::run_report(
+        &outcome,
+        &style,
         started.elapsed().as_secs_f64(),
     ));
     show_pytest_errors(&outcome, &run_dir, &names);
     recorded?;
+    cached?;
     Ok(exit_code(&outcome))
 }
 
@@ -206,93 +241,27 @@ fn check_supported(tm: &Testmon) -> Result<()> {
 fn header(
     workers: usize,
     facts: &probe::Facts,
-    testmon: Option<&Testmon>,
     prepared: Option<&record::Prepared>,
-) -> String {
-    let mut line = format!(
-        "testmon-run {}: {workers} worker{}, pytest {}",
-        env!("CARGO_PKG_VERSION"),
-        if workers == 1 { "" } else { "s" },
-        facts.pytest_version
-    );
-    match (testmon, prepared) {
-        (Some(tm), Some(prepared)) => {
-            line.push_str(&format!(
-                ", testmon {}, environment {}",
-                tm.version, tm.environment
-            ));
-            if prepared.created {
-                line.push_str(", new DB");
-            } else if prepared.env.packages_changed {
-                line.push_str(", packages changed: all tests run");
-            }
-            if let Some(message) = tm.message.as_deref() {
-                let message = message
-                    .trim_start_matches("testmon:")
-                    .trim()
-                    .trim_end_matches(',');
-                if !message.is_empty() {
-                    line.push_str(&format!(" ({message})"));
-                }
-            }
-        }
-        _ => line.push_str(", testmon off"),
+) -> header::Header {
+    // testmon loaded and mentioned (`--testmon`, or turned off by its own options).
+    let testmon = facts
+        .testmon
+        .as_ref()
+        .filter(|tm| tm.active() || tm.message.is_some());
+    header::Header {
+        version: env!("CARGO_PKG_VERSION").into(),
+        workers,
+        pytest: facts.pytest_version.clone(),
+        testmon: testmon.map(|tm| header::TestmonHeader {
+            version: tm.version.clone(),
+            environment: tm.environment.clone(),
+            new_db: prepared.is_some_and(|p| p.created),
+            packages_changed: prepared.is_some_and(|p| p.env.packages_changed),
+            select: tm.select,
+            collect: tm.collect,
+            conf_message: tm.message.clone(),
+        }),
     }
-    line
-}
-
-fn final_report(outcome: &RunOutcome, width: usize, seconds: f64) -> String {
-    let mut out = String::new();
-    for warning in &outcome.warnings {
-        out.push_str(&format!("testmon-run: warning: {warning}\n"));
-    }
-    out.push_str(&report::failures_text(
-        &outcome.results,
-        &outcome.collect_errors,
-        width,
-    ));
-    for problem in &outcome.problems {
-        out.push_str(&format!("testmon-run: error: {problem}\n"));
-    }
-    if !outcome.not_run.is_empty() {
-        out.push_str(&format!(
-            "testmon-run: {} tests were not run:\n",
-            outcome.not_run.len()
-        ));
-        for nodeid in outcome.not_run.iter().take(20) {
-            out.push_str(&format!("  {nodeid}\n"));
-        }
-    }
-    if let Some(n) = outcome.stopped_after {
-        // pytest's own wording, plural included.
-        out.push_str(&report::sep(
-            '!',
-            &format!("stopping after {n} failures"),
-            width,
-        ));
-    }
-    if outcome.interrupted {
-        out.push_str(&report::sep('!', "KeyboardInterrupt", width));
-    } else if !outcome.collect_errors.is_empty()
-        && outcome.exitstatus.iter().flatten().any(|&s| s == 2)
-    {
-        let n = outcome.collect_errors.len();
-        out.push_str(&report::sep(
-            '!',
-            &format!(
-                "Interrupted: {n} error{} during collection",
-                if n == 1 { "" } else { "s" }
-            ),
-            width,
-        ));
-    }
-    let stats = report::stats(
-        &outcome.results,
-        &outcome.collect_errors,
-        outcome.deselected,
-    );
-    out.push_str(&report::summary_line(&stats, seconds, width));
-    out
 }
 
 /// pytest's own words when a worker's pytest ended with a usage or internal error (the same

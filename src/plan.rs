@@ -12,6 +12,8 @@ use crate::protocol::PROTOCOL;
 pub struct Plan {
     pub protocol: u32,
     pub testmon: PlanTestmon,
+    /// `-s`/live logs: the worker sends only the tests' output to stdout.
+    pub stream: bool,
 }
 
 /// testmon's side of the plan; `active: false` when testmon neither selects nor collects.
@@ -28,7 +30,7 @@ pub struct PlanTestmon {
 }
 
 impl Plan {
-    pub fn new(testmon: Option<(&Testmon, EnvironmentRow)>) -> Plan {
+    pub fn new(testmon: Option<(&Testmon, EnvironmentRow)>, stream: bool) -> Plan {
         let testmon = match testmon {
             Some((tm, env)) => PlanTestmon {
                 active: true,
@@ -52,6 +54,7 @@ impl Plan {
         Plan {
             protocol: PROTOCOL,
             testmon,
+            stream,
         }
     }
 }

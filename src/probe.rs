@@ -28,6 +28,41 @@ pub struct Facts {
     pub verbose: i64,
     pub color: String,
     pub testmon: Option<Testmon>,
+    /// `-s` or live logging: the workers' output is streamed.
+    #[serde(default)]
+    pub stream: bool,
+    /// Where pytest would write `--junitxml`.
+    #[serde(default)]
+    pub junitxml: Option<PathBuf>,
+    #[serde(default = "default_reportchars")]
+    pub reportchars: String,
+    #[serde(default)]
+    pub tbstyle: String,
+    /// `--durations N` (0: all).
+    #[serde(default)]
+    pub durations: Option<u64>,
+    #[serde(default)]
+    pub durations_min: Option<f64>,
+    #[serde(default)]
+    pub stepwise: bool,
+    #[serde(default)]
+    pub stepwise_skip: bool,
+}
+
+fn default_reportchars() -> String {
+    "fE".into()
+}
+
+impl Facts {
+    /// The failures after which the whole run stops: `-x`/`--maxfail`, or `--sw` (one
+    /// failure; two with `--sw-skip`).
+    pub fn stop_after(&self) -> u64 {
+        match (self.stepwise, self.stepwise_skip) {
+            (true, false) => 1,
+            (_, true) => 2,
+            _ => self.maxfail,
+        }
+    }
 }
 
 /// What the installed testmon computes for this run, by its own functions.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes; a worker of another build is refused.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -21,6 +21,9 @@ pub enum FromWorker {
         /// collection errors).
         sync: Option<Vec<String>>,
         collect_errors: Vec<CollectError>,
+        /// testmon's own header words (changed files, unchanged files, environment).
+        #[serde(default)]
+        tm_message: Option<String>,
     },
     /// The worker has at most one test left (`queued`): it wants the next unit.
     Want {
@@ -36,7 +39,26 @@ pub enum FromWorker {
         exitstatus: i32,
         shouldfail: bool,
         shouldstop: bool,
+        /// pytest's warnings: (location, message) pairs.
+        #[serde(default)]
+        warnings: Vec<(String, String)>,
+        /// What the worker would have written to pytest's cache (None: no cacheprovider).
+        #[serde(default)]
+        cache: Option<CacheReport>,
     },
+}
+
+/// A worker's share of pytest's cache: the change it made to `lastfailed` (the tests it
+/// ran, and the collection, which every worker shares) and stepwise's value.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct CacheReport {
+    pub dir: String,
+    #[serde(default)]
+    pub lastfailed_removed: Vec<String>,
+    #[serde(default)]
+    pub lastfailed_added: Vec<String>,
+    #[serde(default)]
+    pub stepwise: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -67,6 +89,9 @@ pub struct Report {
     /// The line pytest's "short test summary info" shows for it.
     #[serde(default)]
     pub summary_line: Option<String>,
+    /// Its lines in the short test summary, by pytest's -r characters.
+    #[serde(default)]
+    pub short: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +103,8 @@ pub enum ToWorker {
     /// Nothing for now: run the test you hold as your last, then ask again.
     Later,
     Shutdown,
+    /// -x/--maxfail reached: start nothing more, not even the test held as next.
+    Stop,
 }
 
 /// One line from a worker: a message, or what made it unreadable.

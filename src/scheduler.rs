@@ -196,6 +196,20 @@ impl Scheduler {
     }
 }
 
+/// Each test's expected seconds: testmon's recorded duration, or the median of the known ones.
+pub fn expected_costs(tests: &[String], durations: &HashMap<String, f64>) -> Vec<f64> {
+    let fallback = median(
+        tests
+            .iter()
+            .filter_map(|t| durations.get(t).copied())
+            .collect(),
+    );
+    tests
+        .iter()
+        .map(|t| durations.get(t).copied().unwrap_or(fallback))
+        .collect()
+}
+
 fn median(mut known: Vec<f64>) -> f64 {
     if known.is_empty() {
         return 1.0;

@@ -2,7 +2,6 @@
 //! crashes and signals.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -10,8 +9,10 @@ use nix::sys::signal::Signal;
 
 use crate::cli::Dist;
 use crate::events::{Event, SignalEvent};
-use crate::protocol::{self, CollectError, FromWorker, Report, ToWorker};
-use crate::scheduler::{Scheduler, Unit};
+use crate::header::Header;
+use crate::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
+use crate::scheduler::{self, Scheduler, Unit};
+use crate::ui::Ui;
 use crate::worker::{Exit, Worker};
 
 /// How long workers get to stop after an interrupt before their process groups are killed.
@@ -47,6 +48,22 @@ pub struct RunOutcome {
     pub exitstatus: Vec<Option<i32>>,
     /// Warnings to show (e.g. differing collections).
     pub warnings: Vec<String>,
+    /// pytest's warnings from every worker, deduplicated: (location, message).
+    pub pytest_warnings: Vec<(String, String)>,
+    /// Each worker's share of pytest's cache, as it reported it.
+    pub caches: Vec<CacheReport>,
+    /// The header line was shown (the workers collected).
+    pub header_shown: bool,
+}
+
+/// How the run is told and when it stops.
+pub struct Options {
+    pub dist: Dist,
+    /// Failures after which no new test starts (0: never).
+    pub maxfail: u64,
+    /// pytest's verbosity: 1+ a line per test, -1 no header, -2 not even failures as they come.
+    pub verbose: i64,
+    pub header: Header,
 }
 
 struct Collected {
@@ -54,6 +71,7 @@ struct Collected {
     deselected: u64,
     sync: Option<Vec<String>>,
     collect_errors: Vec<CollectError>,
+    tm_message: Option<String>,
 }
 
 struct Slot {
@@ -77,15 +95,16 @@ pub struct Supervisor<'a> {
     slots: Vec<Slot>,
     events: Receiver<Event>,
     durations: &'a HashMap<String, f64>,
-    dist: Dist,
-    maxfail: u64,
+    options: Options,
     scheduler: Option<Scheduler>,
+    /// Each run-list test's expected seconds, for the progress display.
+    costs: Vec<f64>,
     index: HashMap<String, usize>,
     failures: u64,
     stopping: bool,
     interrupts: u32,
     kill_at: Option<Instant>,
-    progress: Progress,
+    ui: Ui,
     out: RunOutcome,
 }
 
@@ -94,8 +113,8 @@ impl<'a> Supervisor<'a> {
         workers: Vec<Worker>,
         events: Receiver<Event>,
         durations: &'a HashMap<String, f64>,
-        dist: Dist,
-        maxfail: u64,
+        options: Options,
+        ui: Ui,
     ) -> Supervisor<'a> {
         let count = workers.len();
         let slots = workers
@@ -117,15 +136,15 @@ impl<'a> Supervisor<'a> {
             slots,
             events,
             durations,
-            dist,
-            maxfail,
+            options,
             scheduler: None,
+            costs: Vec::new(),
             index: HashMap::new(),
             failures: 0,
             stopping: false,
             interrupts: 0,
             kill_at: None,
-            progress: Progress::default(),
+            ui,
             out: RunOutcome {
                 exitstatus: vec![None; count],
                 ..RunOutcome::default()
@@ -145,8 +164,9 @@ impl<'a> Supervisor<'a> {
                 self.handle(event);
             }
             self.reap();
+            self.ui.tick();
         }
-        self.progress.finish();
+        self.ui.finish();
         if let Some(mut scheduler) = self.scheduler.take() {
             let left: Vec<usize> = scheduler
                 .cancel()
@@ -173,6 +193,10 @@ impl<'a> Supervisor<'a> {
                 self.slots[worker].worker.signal(Signal::SIGKILL);
             }
             Event::Closed { worker } => self.slots[worker].closed = true,
+            Event::Output { worker, line, .. } => {
+                let name = &self.slots[worker].worker.name;
+                self.ui.line(&format!("[{name}] {line}"));
+            }
             Event::Signal(SignalEvent::Interrupt) => self.on_interrupt(),
         }
     }
@@ -194,12 +218,14 @@ impl<'a> Supervisor<'a> {
                 deselected,
                 sync,
                 collect_errors,
+                tm_message,
             } => {
                 self.slots[w].collected = Some(Collected {
                     nodeids,
                     deselected,
                     sync,
                     collect_errors,
+                    tm_message,
                 });
                 self.maybe_start_schedule();
             }
@@ -208,9 +234,20 @@ impl<'a> Supervisor<'a> {
                 self.serve(w);
             }
             FromWorker::Result { nodeid, reports } => self.on_result(w, nodeid, reports),
-            FromWorker::Finished { exitstatus, .. } => {
+            FromWorker::Finished {
+                exitstatus,
+                warnings,
+                cache,
+                ..
+            } => {
                 self.slots[w].finished = Some(exitstatus);
                 self.out.exitstatus[w] = Some(exitstatus);
+                for warning in warnings {
+                    if !self.out.pytest_warnings.contains(&warning) {
+                        self.out.pytest_warnings.push(warning);
+                    }
+                }
+                self.out.caches.extend(cache);
             }
         }
     }
@@ -227,6 +264,7 @@ impl<'a> Supervisor<'a> {
             return;
         };
         let run_list = collected.nodeids.clone();
+        let tm_message = collected.tm_message.take();
         self.out.deselected = collected.deselected;
         self.out.sync = collected.sync.take();
         self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
@@ -256,7 +294,21 @@ impl<'a> Supervisor<'a> {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
-        self.scheduler = Some(Scheduler::new(&run_list, self.durations, self.dist));
+        self.scheduler = Some(Scheduler::new(&run_list, self.durations, self.options.dist));
+        self.costs = scheduler::expected_costs(&run_list, self.durations);
+        if self.options.verbose >= 0 {
+            let line = self.options.header.line(
+                run_list.len(),
+                self.out.deselected,
+                tm_message.as_deref(),
+            );
+            self.ui.line(&line);
+        }
+        if let Some(notice) = self.options.header.notice() {
+            self.ui.line(&notice);
+        }
+        self.out.header_shown = true;
+        self.ui.start(run_list.len(), self.costs.iter().sum());
         self.out.run_list = run_list;
         if self.stopping {
             if let Some(s) = self.scheduler.as_mut() {
@@ -296,13 +348,23 @@ impl<'a> Supervisor<'a> {
             Some(unit) => {
                 let nodeids = unit.tests.iter().map(|&i| run_list[i].clone()).collect();
                 slot.wants = None;
+                let was_idle = slot.assigned.is_empty();
                 slot.assigned.extend(unit.tests);
                 slot.worker.send(&ToWorker::Run { nodeids });
+                if was_idle {
+                    self.show_running(w);
+                }
             }
             None if self.stopping => {
                 slot.wants = None;
                 slot.shut = true;
-                slot.worker.send(&ToWorker::Shutdown);
+                // After -x/--maxfail the test a worker holds as next does not start either.
+                let msg = if self.out.stopped_after.is_some() {
+                    ToWorker::Stop
+                } else {
+                    ToWorker::Shutdown
+                };
+                slot.worker.send(&msg);
             }
             None if queued > 0 => {
                 slot.wants = None;
@@ -336,19 +398,39 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Tells the display which test the worker runs now: the first it holds.
+    fn show_running(&mut self, w: usize) {
+        if let Some(&i) = self.slots[w].assigned.front() {
+            self.ui.started(w, &self.out.run_list[i]);
+        }
+    }
+
     fn on_result(&mut self, w: usize, nodeid: String, reports: Vec<Report>) {
-        if let Some(&i) = self.index.get(&nodeid) {
+        let index = self.index.get(&nodeid).copied();
+        if let Some(i) = index {
             self.slots[w].assigned.retain(|&a| a != i);
         }
+        let name = self.slots[w].worker.name.clone();
+        let mut failed = false;
         for report in &reports {
-            self.progress.letter(&report.letter);
             if report.outcome == "failed" {
                 self.failures += 1;
+                failed = true;
+            }
+            if let Some(line) = live_line(&nodeid, report, &name, self.options.verbose) {
+                self.ui.line(&line);
             }
         }
-        if self.maxfail > 0 && self.failures >= self.maxfail && !self.stopping {
+        let cost = index
+            .and_then(|i| self.costs.get(i))
+            .copied()
+            .unwrap_or(0.0);
+        self.ui.finished(w, &nodeid, cost, failed);
+        self.show_running(w);
+        let maxfail = self.options.maxfail;
+        if maxfail > 0 && self.failures >= maxfail && !self.stopping {
             self.stopping = true;
-            self.out.stopped_after = Some(self.maxfail);
+            self.out.stopped_after = Some(maxfail);
             if let Some(s) = self.scheduler.as_mut() {
                 s.cancel();
             }
@@ -448,7 +530,10 @@ impl<'a> Supervisor<'a> {
                 worker: w,
                 reports: vec![crash_report(&nodeid, &name, exit, &output)],
             });
-            self.progress.letter("E");
+            self.ui
+                .line(&format!("ERROR {nodeid} - worker {name} crashed [{name}]"));
+            let cost = self.costs.get(i).copied().unwrap_or(0.0);
+            self.ui.finished(w, &nodeid, cost, true);
         } else if !output.is_empty() {
             self.out
                 .warnings
@@ -491,7 +576,32 @@ fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report 
         text: Some(format!("{message}\nlast output of the worker:\n{output}\n")),
         message: Some(message.clone()),
         summary_line: Some(format!("ERROR {nodeid} - {message}")),
+        short: vec![format!("ERROR {nodeid} - {message}")],
     }
+}
+
+/// The line shown as a test's report comes in: with `-v` one per report pytest names
+/// (`PASSED tests/x.py::t [gw1]`); otherwise failures only, in their short form.
+pub fn live_line(nodeid: &str, report: &Report, worker: &str, verbose: i64) -> Option<String> {
+    if verbose >= 1 {
+        if report.word.is_empty() {
+            return None;
+        }
+        return Some(format!("{} {nodeid} [{worker}]", report.word));
+    }
+    let failed = report.outcome == "failed";
+    if !failed || verbose < -1 {
+        return None;
+    }
+    let line = report.summary_line.clone().unwrap_or_else(|| {
+        let word = if report.category == "error" {
+            "ERROR"
+        } else {
+            "FAILED"
+        };
+        format!("{word} {nodeid}")
+    });
+    Some(format!("{line} [{worker}]"))
 }
 
 /// A warning naming the first differences between two workers' collections; None when they
@@ -531,35 +641,6 @@ pub fn collection_difference(
         "; running {a}'s list, each test on a worker that collected it"
     ));
     Some(msg)
-}
-
-/// pytest-style progress letters on stdout, wrapped at 80 columns.
-#[derive(Default)]
-struct Progress {
-    column: usize,
-}
-
-impl Progress {
-    fn letter(&mut self, letter: &str) {
-        if letter.is_empty() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        if self.column >= 80 {
-            let _ = writeln!(out);
-            self.column = 0;
-        }
-        let _ = write!(out, "{letter}");
-        let _ = out.flush();
-        self.column += letter.chars().count();
-    }
-
-    fn finish(&mut self) {
-        if self.column > 0 {
-            crate::terminal::say("\n");
-            self.column = 0;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct Spec<'a> {
     pub err_log: PathBuf,
     pub color: bool,
     pub columns: usize,
+    /// Stream the worker's stdout and stderr line by line as events (`-s`, live logs), a
+    /// copy kept in the logs.
+    pub stream: bool,
 }
 
 /// How a worker process ended, classified once.
@@ -98,9 +101,12 @@ impl Worker {
             .env("PYTEST_XDIST_TESTRUNUID", spec.testrun_uid)
             .env("COLUMNS", spec.columns.to_string())
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
             .process_group(0);
+        if spec.stream {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(log.try_clone()?).stderr(err_log.try_clone()?);
+        }
         if let Some(exec_id) = spec.exec_id {
             cmd.env("TESTMON_RUN_EXEC_ID", exec_id.to_string());
         }
@@ -131,13 +137,19 @@ impl Worker {
                 Ok(())
             });
         }
-        let child = match cmd.spawn() {
+        let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(err) => {
                 return Err(err).with_context(|| format!("starting worker {name}"));
             }
         };
         drop(their_fd);
+        if let Some(stdout) = child.stdout.take() {
+            stream_lines(spec.index, stdout, log, false, events.clone(), &name)?;
+        }
+        if let Some(stderr) = child.stderr.take() {
+            stream_lines(spec.index, stderr, err_log, true, events.clone(), &name)?;
+        }
         let reader = ours.try_clone()?;
         let index = spec.index;
         std::thread::Builder::new()
@@ -198,6 +210,41 @@ impl Drop for Worker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Forwards a worker's output line by line (never a partial line), copying it to its log.
+fn stream_lines(
+    worker: usize,
+    pipe: impl std::io::Read + Send + 'static,
+    mut log: File,
+    stderr: bool,
+    events: Sender<Event>,
+    name: &str,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("output-{name}"))
+        .spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = log.write_all(&line);
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        let text = text.strip_suffix('\r').unwrap_or(text).to_string();
+                        let _ = events.send(Event::Output {
+                            worker,
+                            line: text,
+                            stderr,
+                        });
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {

@@ -58,12 +58,18 @@ impl Stats {
     }
 }
 
-pub fn stats(results: &[TestResult], collect_errors: &[CollectError], deselected: u64) -> Stats {
+pub fn stats(
+    results: &[TestResult],
+    collect_errors: &[CollectError],
+    deselected: u64,
+    warnings: usize,
+) -> Stats {
     let mut stats = Stats::default();
     for report in results.iter().flat_map(|r| &r.reports) {
         stats.add(&report.category, 1);
     }
     stats.add("deselected", deselected as usize);
+    stats.add("warnings", warnings);
     stats.add("error", collect_errors.len());
     stats
 }
@@ -110,7 +116,21 @@ pub fn sep(ch: char, title: &str, width: usize) -> String {
     line
 }
 
-/// The final line, exactly in pytest's form.
+/// The final line, exactly in pytest's form: between `=` at verbosity 0 and up, bare with
+/// `-q`, none with `-qq`.
+pub fn summary_line_for(stats: &Stats, seconds: f64, width: usize, verbose: i64) -> String {
+    match verbose {
+        v if v < -1 => String::new(),
+        -1 => {
+            let line = summary_line(stats, seconds, 0);
+            let body = line.trim_end().trim_matches('=').trim();
+            format!("{body}\n")
+        }
+        _ => summary_line(stats, seconds, width),
+    }
+}
+
+/// The final line between `=` signs, exactly in pytest's form.
 pub fn summary_line(stats: &Stats, seconds: f64, width: usize) -> String {
     let parts: Vec<String> = stats
         .ordered()
@@ -148,6 +168,7 @@ mod tests {
                 text: None,
                 message: None,
                 summary_line: None,
+                short: Vec::new(),
             })
             .collect();
         TestResult {
@@ -167,7 +188,7 @@ mod tests {
             result(&["skipped", ""]),
             result(&["", "xfailed", ""]),
         ];
-        let stats = stats(&results, &[], 120);
+        let stats = stats(&results, &[], 120, 0);
         assert_eq!(
             summary_line(&stats, 3.0234, 80),
             "== 1 failed, 2 passed, 1 skipped, 120 deselected, 1 xfailed, 1 error in 3.02s ==\n"
@@ -176,7 +197,7 @@ mod tests {
 
     #[test]
     fn plurals_and_empty_runs() {
-        let two_errors = stats(&[result(&["error"]), result(&["error"])], &[], 0);
+        let two_errors = stats(&[result(&["error"]), result(&["error"])], &[], 0, 0);
         assert_eq!(
             summary_line(&two_errors, 0.5, 40),
             "========== 2 errors in 0.50s ===========\n"
@@ -186,9 +207,23 @@ mod tests {
             "======== no tests ran in 0.01s =========\n"
         );
         assert_eq!(
-            summary_line(&stats(&[], &[], 53), 0.12, 40),
+            summary_line(&stats(&[], &[], 53, 0), 0.12, 40),
             "======== 53 deselected in 0.12s ========\n"
         );
         assert_eq!(format_duration(75.5), "75.50s (0:01:15)");
+    }
+
+    #[test]
+    fn quiet_forms_and_warnings() {
+        let stats = stats(&[result(&["", "passed", ""])], &[], 2, 3);
+        assert_eq!(
+            summary_line_for(&stats, 0.5, 60, 0),
+            "======= 1 passed, 2 deselected, 3 warnings in 0.50s ========\n"
+        );
+        assert_eq!(
+            summary_line_for(&stats, 0.5, 60, -1),
+            "1 passed, 2 deselected, 3 warnings in 0.50s\n"
+        );
+        assert_eq!(summary_line_for(&stats, 0.5, 60, -2), "");
     }
 }
