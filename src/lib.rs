@@ -8,6 +8,7 @@ pub mod db;
 pub mod events;
 pub mod exit;
 pub mod header;
+pub mod json_report;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
@@ -103,6 +104,7 @@ pub fn run(config: &Config) -> Result<u8> {
         return Ok(exit::INTERRUPTED);
     }
     let testrun_uid = testrun_uid();
+    let spawned = Instant::now();
     let worker_datafile = testmon.map(|tm| tm.datafile.clone()).or(datafile);
     let mut workers = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
@@ -140,6 +142,7 @@ pub fn run(config: &Config) -> Result<u8> {
     );
     let outcome = Supervisor::new(workers, events_rx, durations, options, ui).run();
     let ran = started.elapsed();
+    let ran_at = Instant::now();
 
     // Recorded before the report; a failure to record is reported after the results.
     let recorded = match (testmon, prepared.as_ref()) {
@@ -156,6 +159,7 @@ pub fn run(config: &Config) -> Result<u8> {
         }
         _ => Ok(()),
     };
+    let recorded_in = ran_at.elapsed();
     if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
         eprintln!(
             "testmon-run: timing: probe {:.3}s, prepare {:.3}s, workers {:.3}s, record {:.3}s",
@@ -191,9 +195,41 @@ pub fn run(config: &Config) -> Result<u8> {
         started.elapsed().as_secs_f64(),
     ));
     show_pytest_errors(&outcome, &run_dir, &names);
+    let code = exit_code(&outcome);
+    if let Some(path) = &config.json_report {
+        let collected_at = outcome.scheduled_at.unwrap_or(ran_at);
+        let phases = json_report::Phases {
+            probe: probed.as_secs_f64(),
+            prepare: (ready - probed).as_secs_f64(),
+            collect: collected_at.saturating_duration_since(spawned).as_secs_f64(),
+            run: ran_at.saturating_duration_since(collected_at).as_secs_f64(),
+            merge: recorded_in.as_secs_f64(),
+            total: started.elapsed().as_secs_f64(),
+        };
+        let stats = report::stats(
+            &outcome.results,
+            &outcome.collect_errors,
+            outcome.deselected,
+            outcome.pytest_warnings.len(),
+        );
+        let report = json_report::JsonReport {
+            format: json_report::FORMAT,
+            testmon_run: env!("CARGO_PKG_VERSION").into(),
+            pytest: facts.pytest_version.clone(),
+            testmon: testmon.map(|tm| tm.version.clone()),
+            workers: config.workers,
+            selected: outcome.run_list.len(),
+            deselected: outcome.deselected,
+            exit_code: code,
+            summary: json_report::summary(&stats),
+            phases,
+            tests: json_report::tests(&outcome, &names),
+        };
+        json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
+    }
     recorded?;
     cached?;
-    Ok(exit_code(&outcome))
+    Ok(code)
 }
 
 /// Runs the command as it is, in place of this process (`-n 0`, `--help`, `--collect-only`).

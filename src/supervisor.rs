@@ -54,6 +54,8 @@ pub struct RunOutcome {
     pub caches: Vec<CacheReport>,
     /// The header line was shown (the workers collected).
     pub header_shown: bool,
+    /// When every worker had collected and the schedule started.
+    pub scheduled_at: Option<Instant>,
 }
 
 /// How the run is told and when it stops.
@@ -308,6 +310,7 @@ impl<'a> Supervisor<'a> {
             self.ui.line(&notice);
         }
         self.out.header_shown = true;
+        self.out.scheduled_at = Some(Instant::now());
         self.ui.start(run_list.len(), self.costs.iter().sum());
         self.out.run_list = run_list;
         if self.stopping {

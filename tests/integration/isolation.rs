@@ -95,6 +95,30 @@ fn workers_see_xdist_environment() {
 }
 
 #[test]
+fn xdist_fixtures_give_this_runs_values_with_or_without_xdist() {
+    // .venv and .venv-214 have pytest-xdist; `-p no:xdist` is a project without it.
+    for venv in VENVS {
+        for addopts in ["", "-p no:xdist"] {
+            let project = Project::copy("isolation");
+            let (run, records) = reports(&project, venv, &[("PYTEST_ADDOPTS", addopts)]);
+            assert_eq!(run.code(), 0, "{venv:?} {addopts:?}: {}", run.output());
+            assert_eq!(records.len(), 6, "{}", run.output());
+            for record in &records {
+                let env = &record["env"];
+                assert_eq!(
+                    record["worker_id"], env["PYTEST_XDIST_WORKER"],
+                    "{venv:?} {addopts:?}: worker_id fixture: {record}"
+                );
+                assert_eq!(
+                    record["testrun_uid"], env["PYTEST_XDIST_TESTRUNUID"],
+                    "{venv:?} {addopts:?}: testrun_uid fixture: {record}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn n_in_addopts_does_not_start_xdist_in_workers() {
     // .venv has pytest-xdist installed: a worker honouring `-n 2` would start two more.
     let project = Project::copy("isolation");

@@ -8,4 +8,5 @@ mod errors;
 mod isolation;
 mod parity;
 mod parity_random;
+mod reporting;
 mod robustness;

@@ -1,0 +1,164 @@
+//! `--json-report PATH`: the run as one JSON document, for tools (CI dashboards, scripts).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::report::Stats;
+use crate::supervisor::{RunOutcome, TestResult};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct JsonReport {
+    pub format: u32,
+    pub testmon_run: String,
+    pub pytest: String,
+    /// pytest-testmon's version; None when testmon is off.
+    pub testmon: Option<String>,
+    pub workers: usize,
+    pub selected: usize,
+    pub deselected: u64,
+    pub exit_code: u8,
+    /// pytest's summary counts by category ("passed", "failed", ...).
+    pub summary: Vec<(String, usize)>,
+    /// Seconds per phase.
+    pub phases: Phases,
+    pub tests: Vec<TestEntry>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Phases {
+    pub probe: f64,
+    pub prepare: f64,
+    /// From starting the workers until they all collected.
+    pub collect: f64,
+    pub run: f64,
+    /// Merging the workers' results into testmon's database.
+    pub merge: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestEntry {
+    pub nodeid: String,
+    /// pytest's word for the test as a whole: passed, failed, error, skipped, xfailed, xpassed.
+    pub outcome: String,
+    /// Setup + call + teardown, seconds.
+    pub duration: f64,
+    pub worker: String,
+}
+
+/// One test's outcome as pytest's summary counts it (an error in any phase wins).
+pub fn test_outcome(result: &TestResult) -> String {
+    let categories: Vec<&str> = result
+        .reports
+        .iter()
+        .map(|r| r.category.as_str())
+        .filter(|c| !c.is_empty())
+        .collect();
+    for wanted in ["error", "failed", "xfailed", "xpassed", "skipped", "passed"] {
+        if categories.contains(&wanted) {
+            return wanted.into();
+        }
+    }
+    categories.first().map_or("passed", |c| c).to_string()
+}
+
+pub fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
+    outcome
+        .results
+        .iter()
+        .map(|result| TestEntry {
+            nodeid: result.nodeid.clone(),
+            outcome: test_outcome(result),
+            duration: result.reports.iter().map(|r| r.duration).sum(),
+            worker: names.get(result.worker).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+pub fn summary(stats: &Stats) -> Vec<(String, usize)> {
+    stats.counts.clone()
+}
+
+/// Written atomically; the parent directory is created.
+pub fn write(path: &Path, report: &JsonReport) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(report).context("encoding the JSON report")?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Report;
+
+    fn result(categories: &[&str]) -> TestResult {
+        TestResult {
+            nodeid: "t.py::x".into(),
+            worker: 1,
+            reports: categories
+                .iter()
+                .map(|c| Report {
+                    when: "call".into(),
+                    outcome: "passed".into(),
+                    category: c.to_string(),
+                    letter: String::new(),
+                    word: String::new(),
+                    duration: 0.5,
+                    head_line: "x".into(),
+                    text: None,
+                    message: None,
+                    summary_line: None,
+                    short: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn outcome_of_a_test_as_pytest_counts_it() {
+        assert_eq!(test_outcome(&result(&["", "passed", ""])), "passed");
+        assert_eq!(test_outcome(&result(&["", "passed", "error"])), "error");
+        assert_eq!(test_outcome(&result(&["", "failed", ""])), "failed");
+        assert_eq!(test_outcome(&result(&["skipped", ""])), "skipped");
+        assert_eq!(test_outcome(&result(&["", "xfailed", ""])), "xfailed");
+    }
+
+    #[test]
+    fn written_with_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/report.json");
+        let outcome = RunOutcome {
+            results: vec![result(&["", "passed", ""])],
+            ..RunOutcome::default()
+        };
+        let report = JsonReport {
+            format: FORMAT,
+            testmon_run: "0.1.0".into(),
+            pytest: "9.0.2".into(),
+            testmon: Some("2.2.0".into()),
+            workers: 2,
+            selected: 1,
+            deselected: 3,
+            exit_code: 0,
+            summary: vec![("passed".into(), 1)],
+            phases: Phases::default(),
+            tests: tests(&outcome, &["gw0".into(), "gw1".into()]),
+        };
+        write(&path, &report).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value["tests"][0]["worker"], "gw1");
+        assert_eq!(value["tests"][0]["duration"], 1.5);
+        assert_eq!(value["deselected"], 3);
+        assert_eq!(value["summary"][0][0], "passed");
+        assert!(value["phases"]["merge"].is_number());
+    }
+}
