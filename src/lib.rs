@@ -18,6 +18,7 @@ pub mod scheduler;
 pub mod signals;
 pub mod supervisor;
 pub mod terminal;
+pub mod ui;
 pub mod worker;
 
 use std::ffi::OsString;
