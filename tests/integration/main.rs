@@ -3,6 +3,9 @@
 
 mod support;
 
+mod pty;
+mod tty;
+
 mod database;
 mod errors;
 mod isolation;
