@@ -256,6 +256,7 @@ class Worker:
             items.setdefault(item.nodeid, item)
         queue = collections.deque()
         no_more = False
+        stopped = False
         previous = signal.signal(signal.SIGINT, self.on_sigint)
         try:
             while True:
@@ -273,6 +274,7 @@ class Worker:
                         # -x/--maxfail reached elsewhere: start nothing more, not even the
                         # test held as next (session end tears its fixtures down).
                         no_more = True
+                        stopped = bool(queue)
                         queue.clear()
                     elif msg["t"] == "later" and queue:
                         break
@@ -285,6 +287,8 @@ class Worker:
                     break
             if self.interrupted:
                 self.interrupt_between_tests()
+            if stopped:
+                self.flush_testmon()
         finally:
             signal.signal(signal.SIGINT, previous)
         return True
@@ -302,6 +306,17 @@ class Worker:
         if collector is not None and hasattr(collector, "_next_test_name"):
             collector._next_test_name = None  # pylint: disable=protected-access
         raise KeyboardInterrupt
+
+    def flush_testmon(self):
+        """The last test ran with a next one that will not run now: testmon writes its
+        batch only after a test without a next one, or on an interrupt. Its interrupt path
+        writes it (and stops its coverage) now."""
+        collect = self.config.pluginmanager.get_plugin("TestmonCollect")
+        collector = getattr(collect, "testmon", None)
+        if collector is None or not hasattr(collector, "_next_test_name"):
+            return
+        collector._next_test_name = None  # pylint: disable=protected-access
+        collect.pytest_keyboard_interrupt(None)
 
     def run_phase(self):
         self.interruptible = True

@@ -201,7 +201,9 @@ pub fn run(config: &Config) -> Result<u8> {
         let phases = json_report::Phases {
             probe: probed.as_secs_f64(),
             prepare: (ready - probed).as_secs_f64(),
-            collect: collected_at.saturating_duration_since(spawned).as_secs_f64(),
+            collect: collected_at
+                .saturating_duration_since(spawned)
+                .as_secs_f64(),
             run: ran_at.saturating_duration_since(collected_at).as_secs_f64(),
             merge: recorded_in.as_secs_f64(),
             total: started.elapsed().as_secs_f64(),

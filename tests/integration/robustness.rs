@@ -121,7 +121,8 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
     for venv in VENVS {
         let project = Project::copy("slow");
         let tmpdir = fresh_tmpdir();
-        let mut builder = project.testmon_run(venv, &["-n", "2"], &[]);
+        // -v: a line per finished test to wait for.
+        let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
         builder.env("TMPDIR", tmpdir.path());
         let mut cmd = builder.command();
         cmd.stdin(Stdio::null())
@@ -132,14 +133,13 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
         // Wait until a few tests have passed, then interrupt.
         let mut seen = Vec::new();
         let start = Instant::now();
-        let progress_dots = |seen: &[u8]| {
-            let after_header = seen
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |i| &seen[i..]);
-            after_header.iter().filter(|&&b| b == b'.').count()
+        let passed_lines = |seen: &[u8]| {
+            String::from_utf8_lossy(seen)
+                .lines()
+                .filter(|l| l.starts_with("PASSED "))
+                .count()
         };
-        while progress_dots(&seen) < 4 {
+        while passed_lines(&seen) < 4 {
             let mut buf = [0u8; 64];
             let n = stdout.read(&mut buf).unwrap();
             assert!(n > 0, "run ended early: {}", String::from_utf8_lossy(&seen));
