@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::pty::{self, PtyRun};
+use crate::support::{Project, Venv};
 
 const ESC: u8 = 0x1b;
 /// Removed from the environment of every run: each would change the display's mode or width.
@@ -326,4 +327,93 @@ fn ui_demo_piped_is_plain_with_a_status_line_every_5s() {
         .last()
         .unwrap()
         .starts_with("ui_demo summary: 18 passed, 2 failed"));
+}
+
+/// testmon-run itself on a pty: `-n 2 -- pytest --testmon ARGS` in `project`.
+fn testmon_run_in_pty(project: &Project, pytest_args: &[&str], cols: u16) -> PtyRun {
+    let pytest = Venv::Testmon22.pytest();
+    let mut args = vec!["-n", "2", "--", pytest.to_str().unwrap(), "--testmon"];
+    args.extend_from_slice(pytest_args);
+    let mut remove = ENV_REMOVE.to_vec();
+    remove.extend([
+        "PYTEST_ADDOPTS",
+        "TESTMON_DATAFILE",
+        "PYTEST_XDIST_AUTO_NUM_WORKERS",
+    ]);
+    let run = pty::run_in_pty(
+        Path::new(env!("CARGO_BIN_EXE_testmon-run")),
+        &args,
+        &project.root,
+        &[TERM, ("PYTHONDONTWRITEBYTECODE", "1")],
+        &remove,
+        cols,
+        40,
+        Duration::from_secs(180),
+    );
+    assert!(!run.timed_out, "timed out:\n{}", run.text());
+    run
+}
+
+#[test]
+fn testmon_run_on_a_terminal_draws_a_bar_shows_failures_and_leaves_a_clean_screen() {
+    let project = Project::copy("slow");
+    project.write(
+        "tests/test_fail.py",
+        "import time\n\ndef test_fails():\n    time.sleep(0.3)\n    assert 1 == 2\n",
+    );
+    let run = testmon_run_in_pty(&project, &[], 100);
+    let text = run.text();
+    assert_eq!(run.status, Some(1), "{text}");
+    assert!(
+        text.as_bytes().contains(&ESC),
+        "no terminal display:\n{text}"
+    );
+    let mut seen = counts(&text, 25);
+    seen.dedup();
+    assert!(seen.len() >= 2, "the bar did not update: {seen:?}\n{text}");
+    assert!(
+        text.contains("gw0 tests/") || text.contains("gw1 tests/"),
+        "no worker line:\n{text}"
+    );
+    assert_one_display_at_a_time(&run, 2);
+    let lines = run.logical_lines();
+    assert_no_display_residue(&lines, &text);
+    // The failure in short form as it happened, above the report's full text.
+    let short = lines
+        .iter()
+        .position(|l| l.starts_with("FAILED tests/test_fail.py::test_fails") && l.ends_with(']'))
+        .unwrap_or_else(|| panic!("no live failure line:\n{}", run.logical));
+    let full = lines
+        .iter()
+        .position(|l| l.contains(" FAILURES "))
+        .unwrap_or_else(|| panic!("no FAILURES section:\n{}", run.logical));
+    assert!(short < full, "{}", run.logical);
+    assert!(
+        lines.last().unwrap().contains("1 failed, 24 passed in "),
+        "{}",
+        run.logical
+    );
+}
+
+#[test]
+fn testmon_run_piped_prints_plain_lines() {
+    let project = Project::copy("slow");
+    let started = Instant::now();
+    let run = project
+        .testmon_run(Venv::Testmon22, &["-n", "2"], &[])
+        .run();
+    let elapsed = started.elapsed().as_secs();
+    assert_eq!(run.code(), 0, "{}", run.output());
+    assert!(!run.stdout.as_bytes().contains(&ESC), "{}", run.output());
+    let status_lines = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("testmon-run: ["))
+        .count();
+    assert!(
+        status_lines as u64 <= elapsed / 5 + 1,
+        "{status_lines} status lines in {elapsed}s\n{}",
+        run.output()
+    );
+    assert!(run.summary().contains("24 passed"), "{}", run.output());
 }
