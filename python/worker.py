@@ -543,6 +543,12 @@ def render(config, report):
     """A failed report as pytest's terminal prints it in FAILURES/ERRORS."""
     from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
 
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if getattr(config.option, "tbstyle", None) == "line" and reporter is not None:
+        try:
+            return reporter._getcrashline(report) + "\n"  # pylint: disable=protected-access
+        except Exception:  # pylint: disable=broad-except
+            pass
     buf = io.StringIO()
     writer = TerminalWriter(file=buf)
     writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
