@@ -7,6 +7,7 @@ pub mod cli;
 pub mod db;
 pub mod events;
 pub mod exit;
+pub mod junit;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
