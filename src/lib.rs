@@ -4,6 +4,7 @@
 //! removed on the way out.
 
 pub mod cli;
+pub mod config_file;
 pub mod db;
 pub mod events;
 pub mod exit;
