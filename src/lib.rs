@@ -4,11 +4,13 @@
 //! removed on the way out.
 
 pub mod cli;
+pub mod config_file;
 pub mod db;
 pub mod events;
 pub mod exit;
 pub mod header;
 pub mod json_report;
+pub mod junit;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
