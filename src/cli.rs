@@ -1,10 +1,11 @@
 //! The command line: clap flags turned into a checked `Config`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 
+use crate::config_file;
 use crate::exit::Fatal;
 
 const EXAMPLES: &str = "\
@@ -38,18 +39,18 @@ pub enum Dist {
 struct Args {
     /// Number of workers: a number, or `auto` for the CPUs this process may use; 0 runs the
     /// command as it is, without workers.
+    /// [default: auto, or `numprocesses` in pyproject.toml's [tool.testmon-run]]
     #[arg(
         short = 'n',
         long = "numprocesses",
         value_name = "N|auto",
-        default_value = "auto",
         allow_negative_numbers = true
     )]
-    workers: String,
+    workers: Option<String>,
 
-    /// How tests are grouped into units of work.
-    #[arg(long, value_enum, default_value_t = Dist::Load)]
-    dist: Dist,
+    /// How tests are grouped into units of work [default: load, or `dist` in pyproject.toml].
+    #[arg(long, value_enum)]
+    dist: Option<Dist>,
 
     /// The testmon database (default: $TESTMON_DATAFILE, or .testmondata in pytest's rootdir).
     #[arg(long, value_name = "PATH")]
@@ -94,7 +95,15 @@ pub enum Parsed {
     Info(String),
 }
 
+/// Parses the command line, with defaults from the pyproject.toml nearest the current
+/// directory.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    parse_in(args, &cwd)
+}
+
+/// As `parse`, with the pyproject.toml looked up from `dir`.
+pub fn parse_in<I: IntoIterator<Item = OsString>>(args: I, dir: &Path) -> Result<Parsed, Fatal> {
     let args = match Args::try_parse_from(args) {
         Ok(args) => args,
         Err(err) => {
@@ -113,13 +122,25 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal>
                 .into(),
         ));
     }
+    let file = config_file::load(dir).map_err(|err| Fatal::Usage(err.to_string()))?;
+    let dist = match (args.dist, file.dist.as_deref()) {
+        (Some(dist), _) => dist,
+        (None, Some(name)) => Dist::from_str(name, false).map_err(|_| {
+            Fatal::Usage(format!("[tool.testmon-run] dist: unknown value {name:?}"))
+        })?,
+        (None, None) => Dist::Load,
+    };
+    let workers = args
+        .workers
+        .or(file.numprocesses)
+        .unwrap_or_else(|| "auto".into());
     Ok(Parsed::Run(Config {
-        workers: parse_workers(&args.workers)?,
-        dist: args.dist,
+        workers: parse_workers(&workers)?,
+        dist,
         datafile: args.datafile,
         keep_run_dir: args.keep_run_dir,
-        progress: !args.no_progress,
-        json_report: args.json_report,
+        progress: !args.no_progress && file.progress.unwrap_or(true),
+        json_report: args.json_report.or(file.json_report),
         command: args.command,
     }))
 }
@@ -202,6 +223,54 @@ mod tests {
             assert!(matches!(err, Fatal::Usage(_)), "{args:?}: {err:?}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn pyproject_defaults_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.testmon-run]\nnumprocesses = 3\ndist = \"loadfile\"\nprogress = false\n\
+             json-report = \"out/r.json\"\n",
+        )
+        .unwrap();
+        let parse = |args: &[&str]| {
+            let args = std::iter::once("testmon-run")
+                .chain(args.iter().copied())
+                .map(OsString::from);
+            match parse_in(args, dir.path()).unwrap() {
+                Parsed::Run(config) => config,
+                Parsed::Info(text) => panic!("{text}"),
+            }
+        };
+        let config = parse(&["--", "pytest"]);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.dist, Dist::Loadfile);
+        assert!(!config.progress);
+        assert_eq!(config.json_report, Some(dir.path().join("out/r.json")));
+        let config = parse(&[
+            "-n",
+            "1",
+            "--dist",
+            "load",
+            "--json-report",
+            "x.json",
+            "--",
+            "pytest",
+        ]);
+        assert_eq!(config.workers, 1);
+        assert_eq!(config.dist, Dist::Load);
+        assert_eq!(config.json_report, Some(PathBuf::from("x.json")));
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.testmon-run]\nworkers = 2\n",
+        )
+        .unwrap();
+        let args = ["testmon-run", "--", "pytest"].map(OsString::from);
+        let err = parse_in(args, dir.path()).unwrap_err();
+        assert!(matches!(err, Fatal::Usage(_)), "{err:?}");
+        assert!(err.to_string().contains("workers"), "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 
     #[test]

@@ -161,6 +161,18 @@ pub fn run(config: &Config) -> Result<u8> {
         }
         _ => Ok(()),
     };
+    let junit = match &facts.junitxml {
+        Some(dest) => {
+            let files: Vec<PathBuf> = names
+                .iter()
+                .map(|n| run_dir.path().join(format!("junit-{n}.xml")))
+                .collect();
+            junit::merge_files(&files, &outcome.run_list, dest)
+                .map(|_| ())
+                .context("writing the JUnit report")
+        }
+        None => Ok(()),
+    };
     let recorded_in = ran_at.elapsed();
     if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
         eprintln!(
@@ -233,6 +245,7 @@ pub fn run(config: &Config) -> Result<u8> {
     }
     recorded?;
     cached?;
+    junit?;
     Ok(code)
 }
 

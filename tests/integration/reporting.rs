@@ -383,3 +383,110 @@ fn json_report_has_every_test_its_worker_and_the_phases() {
         );
     }
 }
+
+/// The JUnit file's testcases (classname, name, outcome) and suite counts, read by Python's
+/// own XML parser.
+fn junit_cases(venv: Venv, path: &std::path::Path) -> (Vec<(String, String, String)>, Value) {
+    let script = r#"
+import json, sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+assert len(suites) == 1, len(suites)
+suite = suites[0]
+cases = []
+for case in suite.findall("testcase"):
+    kinds = sorted(child.tag for child in case if child.tag in ("failure", "error", "skipped"))
+    cases.append([case.get("classname"), case.get("name"), ",".join(kinds) or "passed"])
+counts = {k: suite.get(k) for k in ("tests", "errors", "failures", "skipped")}
+print(json.dumps({"cases": sorted(cases), "counts": counts}))
+"#;
+    let out = std::process::Command::new(venv.python())
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = value["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c[0].as_str().unwrap_or("").to_string(),
+                c[1].as_str().unwrap_or("").to_string(),
+                c[2].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    (cases, value["counts"].clone())
+}
+
+#[test]
+fn junitxml_is_one_document_with_every_test_once() {
+    for venv in VENVS {
+        let ours = Project::copy("proj");
+        let theirs = Project::copy("proj");
+        // A module that fails to collect: every worker sees it.
+        for p in [&ours, &theirs] {
+            p.write("tests/test_broken.py", "import nonexistent_module\n");
+        }
+        let args = [
+            "--junitxml=reports/junit.xml",
+            "--junit-prefix=pre",
+            "--continue-on-collection-errors",
+        ];
+        let (a, b) = run_both(&ours, &theirs, venv, &["-n", "2"], &args, "junit");
+        let (our_cases, our_counts) = junit_cases(venv, &ours.path("reports/junit.xml"));
+        let (their_cases, their_counts) = junit_cases(venv, &theirs.path("reports/junit.xml"));
+        assert_eq!(our_cases.len(), 54, "{venv:?}\n{}", a.output());
+        assert_eq!(
+            our_cases,
+            their_cases,
+            "{venv:?}\n{}\n{}",
+            a.output(),
+            b.output()
+        );
+        assert_eq!(our_counts, their_counts, "{venv:?}");
+        assert!(
+            our_cases
+                .iter()
+                .all(|(class, _, _)| class.is_empty() || class.starts_with("pre")),
+            "--junit-prefix: {our_cases:?}"
+        );
+        let names: BTreeSet<_> = our_cases.iter().collect();
+        assert_eq!(names.len(), our_cases.len(), "each test once");
+    }
+}
+
+#[test]
+fn pyproject_sets_defaults_and_bad_keys_are_usage_errors() {
+    let project = Project::copy("proj");
+    project.write(
+        "pyproject.toml",
+        "[tool.testmon-run]\nnumprocesses = 1\njson-report = \"out.json\"\n",
+    );
+    let run = project.testmon_run(Venv::Testmon22, &[], &[]).run();
+    assert!(run.stdout.contains(": 1 worker, "), "{}", run.output());
+    assert!(project.path("out.json").exists(), "{}", run.output());
+    let run = project
+        .testmon_run(Venv::Testmon22, &["-n", "2"], &[])
+        .run();
+    assert!(
+        run.stdout.contains(": 2 workers, "),
+        "the command line wins\n{}",
+        run.output()
+    );
+    project.write("pyproject.toml", "[tool.testmon-run]\nworkerz = 1\n");
+    let run = project.testmon_run(Venv::Testmon22, &[], &[]).run_plain();
+    assert_eq!(run.code(), 4, "{}", run.output());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.output());
+    assert!(run.stderr.contains("workerz"), "{}", run.output());
+}
