@@ -79,6 +79,7 @@ class Worker:
         self.deselected = 0
         self.collect_errors = []
         self.reports = {}
+        self.raw_reports = {}
         self.spool = None
         self.stream = bool(self.plan.get("stream"))
         self.lastfailed_before = None
@@ -345,14 +346,17 @@ class Worker:
         if short:
             data["short"] = short
         self.reports.setdefault(report.nodeid, []).append(data)
+        self.raw_reports.setdefault(report.nodeid, []).append((data["category"], report))
         if report.when == "teardown":
-            self.send(
-                {
-                    "t": "result",
-                    "nodeid": report.nodeid,
-                    "reports": self.reports.pop(report.nodeid),
-                }
-            )
+            msg = {
+                "t": "result",
+                "nodeid": report.nodeid,
+                "reports": self.reports.pop(report.nodeid),
+            }
+            sections = extra_sections(self.config, self.raw_reports.pop(report.nodeid, []))
+            if sections:
+                msg["sections"] = sections
+            self.send(msg)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
@@ -457,6 +461,54 @@ def warning_list(config):
     return out
 
 
+# pytest's summary sections beyond FAILURES and ERRORS, in its order: the reporter's method,
+# the stats category it shows, and whether pytest's options ask for it.
+EXTRA_SECTIONS = (
+    ("XFAILURES", "summary_xfailures", "xfailed"),
+    ("PASSES", "summary_passes", "passed"),
+    ("XPASSES", "summary_xpasses", "xpassed"),
+)
+
+
+def extra_sections(config, reports):
+    """One test's part of pytest's XFAILURES, PASSES and XPASSES sections, made by pytest's
+    own methods over this test's reports: [title, body] pairs."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or getattr(config.option, "tbstyle", None) == "no":
+        return None
+    out = []
+    for title, method, category in EXTRA_SECTIONS:
+        if not hasattr(reporter, method) or not any(c == category for c, _ in reports):
+            continue
+        stats = {}
+        for cat, report in reports:
+            stats.setdefault(cat, []).append(report)
+        text = run_reporter(reporter, stats, getattr(reporter, method))
+        if text:  # the section's title line, then this test's part
+            out.append([title, text.partition("\n")[2]])
+    return out or None
+
+
+def run_reporter(reporter, stats, method):
+    """What a reporter method writes when the stats hold only `stats`."""
+    from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
+
+    buf = io.StringIO()
+    writer = TerminalWriter(file=buf)
+    writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
+    writer.fullwidth = reporter._tw.fullwidth  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    saved = (reporter._tw, reporter.stats, reporter.currentfspath)
+    reporter._tw, reporter.stats, reporter.currentfspath = writer, stats, None
+    try:
+        method()
+    except Exception:  # pylint: disable=broad-except
+        return None
+    finally:
+        reporter._tw, reporter.stats, reporter.currentfspath = saved
+    return buf.getvalue()
+
+
 def short_summary_lines(config, report, category):
     """The report's lines in pytest's "short test summary info" (by its -r characters),
     produced by pytest's own code: the reporter's summary run over this one report."""
@@ -464,21 +516,8 @@ def short_summary_lines(config, report, category):
     char = REPORT_CHARS.get(category)
     if reporter is None or char is None or char not in (reporter.reportchars or ""):
         return None
-    from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
-
-    buf = io.StringIO()
-    writer = TerminalWriter(file=buf)
-    writer.hasmarkup = bool(os.environ.get("TESTMON_RUN_COLOR"))
-    # pylint: disable=protected-access
-    saved = (reporter._tw, reporter.stats, reporter.currentfspath)
-    reporter._tw, reporter.stats, reporter.currentfspath = writer, {category: [report]}, None
-    try:
-        reporter.short_test_summary()
-    except Exception:  # pylint: disable=broad-except
-        return None
-    finally:
-        reporter._tw, reporter.stats, reporter.currentfspath = saved
-    lines = buf.getvalue().splitlines()
+    text = run_reporter(reporter, {category: [report]}, reporter.short_test_summary)
+    lines = (text or "").splitlines()
     return [line for line in lines[1:] if line]  # after the "short test summary info" sep
 
 

@@ -34,6 +34,10 @@ pub enum FromWorker {
     Result {
         nodeid: String,
         reports: Vec<Report>,
+        /// The test's part of pytest's XFAILURES, PASSES and XPASSES sections:
+        /// (title, text).
+        #[serde(default)]
+        sections: Vec<(String, String)>,
     },
     Finished {
         exitstatus: i32,

@@ -56,6 +56,8 @@ pub struct RunOutcome {
     pub header_shown: bool,
     /// When every worker had collected and the schedule started.
     pub scheduled_at: Option<Instant>,
+    /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections, in result order.
+    pub sections: Vec<(String, String)>,
 }
 
 /// How the run is told and when it stops.
@@ -235,7 +237,14 @@ impl<'a> Supervisor<'a> {
                 self.slots[w].wants = Some(queued);
                 self.serve(w);
             }
-            FromWorker::Result { nodeid, reports } => self.on_result(w, nodeid, reports),
+            FromWorker::Result {
+                nodeid,
+                reports,
+                sections,
+            } => {
+                self.out.sections.extend(sections);
+                self.on_result(w, nodeid, reports);
+            }
             FromWorker::Finished {
                 exitstatus,
                 warnings,

@@ -83,6 +83,27 @@ pub fn sections_text(
     out
 }
 
+/// pytest's XFAILURES, PASSES and XPASSES sections (`--xfail-tb`, `-rP`, `-rX`) with these
+/// `titles`, in that order; each test's part was made by pytest in its worker.
+pub fn extra_sections(sections: &[(String, String)], titles: &[&str], width: usize) -> String {
+    let mut out = String::new();
+    for &title in titles {
+        let parts: Vec<&String> = sections
+            .iter()
+            .filter(|(t, _)| t == title)
+            .map(|(_, body)| body)
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        out.push_str(&sep('=', title, width));
+        for body in parts {
+            out.push_str(body);
+        }
+    }
+    out
+}
+
 /// pytest's "short test summary info": for each `-r` character, the lines of its reports
 /// (the workers produced each line with pytest's own code), skips folded by location.
 pub fn short_summary(
@@ -227,9 +248,15 @@ pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
         &outcome.collect_errors,
         style,
     ));
+    out.push_str(&extra_sections(&outcome.sections, &["XFAILURES"], width));
     if style.reportchars.contains('w') {
         out.push_str(&warnings_text(&outcome.pytest_warnings, width));
     }
+    out.push_str(&extra_sections(
+        &outcome.sections,
+        &["PASSES", "XPASSES"],
+        width,
+    ));
     out.push_str(&durations_text(
         &outcome.results,
         style.durations,
@@ -399,6 +426,24 @@ ERROR t.py::test_y - AssertionError: boom
         };
         assert_eq!(sections_text(&results, &[], &no_tb), "");
         assert!(sections_text(&results, &[], &style("fE")).contains("E boom"));
+    }
+
+    #[test]
+    fn extra_sections_gather_every_tests_part_under_one_title() {
+        let sections: Vec<(String, String)> = [
+            ("PASSES", "___ a ___\nout a\n"),
+            ("XPASSES", ""),
+            ("PASSES", ""),
+            ("PASSES", "___ b ___\nout b\n"),
+        ]
+        .map(|(t, b)| (t.to_string(), b.to_string()))
+        .to_vec();
+        assert_eq!(
+            extra_sections(&sections, &["XFAILURES", "PASSES", "XPASSES"], 20),
+            "====== PASSES ======\n___ a ___\nout a\n___ b ___\nout b\n\
+             ===== XPASSES ======\n"
+        );
+        assert_eq!(extra_sections(&sections, &["XFAILURES"], 20), "");
     }
 
     #[test]

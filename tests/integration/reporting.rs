@@ -490,3 +490,41 @@ fn pyproject_sets_defaults_and_bad_keys_are_usage_errors() {
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.output());
     assert!(run.stderr.contains("workerz"), "{}", run.output());
 }
+
+#[test]
+fn ra_sections_and_short_summary_are_pytests() {
+    for venv in VENVS {
+        let (ours, theirs) = (Project::copy("proj"), Project::copy("proj"));
+        for p in [&ours, &theirs] {
+            p.write(
+                "tests/test_zz_print.py",
+                "def test_prints():\n    print('hello from a passing test')\n",
+            );
+        }
+        let (a, b) = run_both(&ours, &theirs, venv, &["-n", "2"], &["-rA"], "-rA");
+        // From PASSES to the final line: the same lines (the short summary's order is the
+        // order tests ended in, so compared as a set).
+        let tail = |run: &Run| -> BTreeSet<String> {
+            run.stdout
+                .lines()
+                .skip_while(|l| !l.contains(" PASSES "))
+                .filter(|l| !l.contains(" in ") || !l.starts_with('='))
+                .map(String::from)
+                .collect()
+        };
+        let (ours_tail, theirs_tail) = (tail(&a), tail(&b));
+        assert!(
+            ours_tail.contains("hello from a passing test"),
+            "{}",
+            a.output()
+        );
+        assert!(ours_tail.iter().any(|l| l.starts_with("SKIPPED [1] ")));
+        assert_eq!(
+            ours_tail,
+            theirs_tail,
+            "{venv:?}\n{}\n{}",
+            a.output(),
+            b.output()
+        );
+    }
+}
