@@ -122,7 +122,7 @@ class Worker:
             config.option.tx = []
         # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
         if getattr(config.option, "xmlpath", None):
-            config.option.xmlpath = os.path.join(self.run_dir, f"junit-{self.name}.xml")
+            config.option.xmlpath = os.path.join(self.run_dir, f"junit-{self.name}.xml")  # RunDir::junit
         if self.plan["testmon"]["active"]:
             import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
 

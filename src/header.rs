@@ -25,6 +25,33 @@ pub struct TestmonHeader {
 }
 
 impl Header {
+    /// What the probe and the preparation found.
+    pub fn new(
+        workers: usize,
+        facts: &crate::probe::Facts,
+        prepared: Option<&crate::record::Prepared>,
+    ) -> Header {
+        // testmon loaded and mentioned (`--testmon`, or turned off by its own options).
+        let testmon = facts
+            .testmon
+            .as_ref()
+            .filter(|tm| tm.active() || tm.message.is_some());
+        Header {
+            version: env!("CARGO_PKG_VERSION").into(),
+            workers,
+            pytest: facts.pytest_version.clone(),
+            testmon: testmon.map(|tm| TestmonHeader {
+                version: tm.version.clone(),
+                environment: tm.environment.clone(),
+                new_db: prepared.is_some_and(|p| p.created),
+                packages_changed: prepared.is_some_and(|p| p.env.packages_changed),
+                select: tm.select,
+                collect: tm.collect,
+                conf_message: tm.message.clone(),
+            }),
+        }
+    }
+
     /// One line: versions, workers, testmon's selection words, and the counts.
     /// `tm_message` is testmon's own header words from a worker ("changed files: ...").
     pub fn line(&self, selected: usize, deselected: u64, tm_message: Option<&str>) -> String {

@@ -1,11 +1,12 @@
 //! `--json-report PATH`: the run as one JSON document, for tools (CI dashboards, scripts).
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::report::Stats;
+use crate::probe::Facts;
 use crate::supervisor::{RunOutcome, TestResult};
 
 pub const FORMAT: u32 = 1;
@@ -38,6 +39,70 @@ pub struct Phases {
     /// Merging the workers' results into testmon's database.
     pub merge: f64,
     pub total: f64,
+}
+
+/// The moments that divide a run into its phases.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks {
+    pub started: Instant,
+    pub probed: Instant,
+    pub prepared: Instant,
+    pub spawned: Instant,
+    /// Every worker had collected (None: they never all did).
+    pub scheduled: Option<Instant>,
+    pub ran: Instant,
+    pub recorded: Instant,
+}
+
+impl Phases {
+    pub fn new(marks: &Marks) -> Phases {
+        let secs = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
+        let scheduled = marks.scheduled.unwrap_or(marks.ran);
+        Phases {
+            probe: secs(marks.started, marks.probed),
+            prepare: secs(marks.probed, marks.prepared),
+            collect: secs(marks.spawned, scheduled),
+            run: secs(scheduled, marks.ran),
+            merge: secs(marks.ran, marks.recorded),
+            total: secs(marks.started, Instant::now()),
+        }
+    }
+}
+
+impl JsonReport {
+    /// The report of a finished run; `names` are the workers' names by index.
+    pub fn new(
+        facts: &Facts,
+        workers: usize,
+        outcome: &RunOutcome,
+        names: &[String],
+        exit_code: u8,
+        phases: Phases,
+    ) -> JsonReport {
+        let stats = crate::report::stats(
+            &outcome.results,
+            &outcome.collect_errors,
+            outcome.deselected,
+            outcome.pytest_warnings.len(),
+        );
+        JsonReport {
+            format: FORMAT,
+            testmon_run: env!("CARGO_PKG_VERSION").into(),
+            pytest: facts.pytest_version.clone(),
+            testmon: facts
+                .testmon
+                .as_ref()
+                .filter(|tm| tm.active())
+                .map(|tm| tm.version.clone()),
+            workers,
+            selected: outcome.run_list.len(),
+            deselected: outcome.deselected,
+            exit_code,
+            summary: stats.counts,
+            phases,
+            tests: tests(outcome, names),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,10 +142,6 @@ pub fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
             worker: names.get(result.worker).cloned().unwrap_or_default(),
         })
         .collect()
-}
-
-pub fn summary(stats: &Stats) -> Vec<(String, usize)> {
-    stats.counts.clone()
 }
 
 /// Written atomically; the parent directory is created.

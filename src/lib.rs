@@ -83,7 +83,7 @@ pub fn run(config: &Config) -> Result<u8> {
     let _signals = signals::SignalForwarder::start(events_tx.clone())?;
     let run_dir = RunDir::create(config.keep_run_dir)?;
     let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
-    let probed = started.elapsed();
+    let probed = Instant::now();
     if facts.passthrough {
         drop(run_dir);
         return Err(passthrough(&config.command, datafile.as_deref()));
@@ -93,7 +93,7 @@ pub fn run(config: &Config) -> Result<u8> {
         check_supported(tm)?;
     }
     let prepared = testmon.map(record::prepare).transpose()?;
-    let ready = started.elapsed();
+    let ready = Instant::now();
     run_dir.write_plan(&Plan::new(
         testmon.zip(prepared.as_ref().map(|p| p.env)),
         facts.stream,
@@ -135,7 +135,7 @@ pub fn run(config: &Config) -> Result<u8> {
         dist: config.dist,
         maxfail: facts.stop_after(),
         verbose: facts.verbose,
-        header: header(config.workers, &facts, prepared.as_ref()),
+        header: header::Header::new(config.workers, &facts, prepared.as_ref()),
     };
     let ui = ui::Ui::new(
         ui::choose_mode(config.progress, facts.verbose < -1),
@@ -143,10 +143,9 @@ pub fn run(config: &Config) -> Result<u8> {
         names.clone(),
     );
     let outcome = Supervisor::new(workers, events_rx, durations, options, ui).run();
-    let ran = started.elapsed();
-    let ran_at = Instant::now();
+    let ran = Instant::now();
 
-    // Recorded before the report; a failure to record is reported after the results.
+    // Written before the report; a failure to write is reported after the results.
     let recorded = match (testmon, prepared.as_ref()) {
         (Some(tm), Some(prepared)) => {
             let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
@@ -161,40 +160,35 @@ pub fn run(config: &Config) -> Result<u8> {
         }
         _ => Ok(()),
     };
+    let recorded_at = Instant::now();
     let junit = match &facts.junitxml {
         Some(dest) => {
-            let files: Vec<PathBuf> = names
-                .iter()
-                .map(|n| run_dir.path().join(format!("junit-{n}.xml")))
-                .collect();
+            let files: Vec<PathBuf> = names.iter().map(|n| run_dir.junit(n)).collect();
             junit::merge_files(&files, &outcome.run_list, dest)
                 .map(|_| ())
                 .context("writing the JUnit report")
         }
         None => Ok(()),
     };
-    let recorded_in = ran_at.elapsed();
+    let cached =
+        pytest_cache::write(&outcome.caches, &outcome.crashed).context("writing pytest's cache");
+    let marks = json_report::Marks {
+        started,
+        probed,
+        prepared: ready,
+        spawned,
+        scheduled: outcome.scheduled_at,
+        ran,
+        recorded: recorded_at,
+    };
     if std::env::var_os("TESTMON_RUN_TIMING").is_some() {
+        let p = json_report::Phases::new(&marks);
         eprintln!(
-            "testmon-run: timing: probe {:.3}s, prepare {:.3}s, workers {:.3}s, record {:.3}s",
-            probed.as_secs_f64(),
-            (ready - probed).as_secs_f64(),
-            (ran - ready).as_secs_f64(),
-            (started.elapsed() - ran).as_secs_f64()
+            "testmon-run: timing: probe {:.3}s, prepare {:.3}s, collect {:.3}s, run {:.3}s, \
+             record {:.3}s",
+            p.probe, p.prepare, p.collect, p.run, p.merge
         );
     }
-    let crashed: Vec<String> = outcome
-        .results
-        .iter()
-        .filter(|r| {
-            r.reports
-                .iter()
-                .any(|rep| rep.word == "ERROR" && rep.letter == "E")
-        })
-        .filter(|r| r.reports.len() == 1 && r.reports[0].when == "call")
-        .map(|r| r.nodeid.clone())
-        .collect();
-    let cached = pytest_cache::write(&outcome.caches, &crashed).context("writing pytest's cache");
     let style = report::Style {
         width,
         verbose: facts.verbose,
@@ -211,36 +205,9 @@ pub fn run(config: &Config) -> Result<u8> {
     show_pytest_errors(&outcome, &run_dir, &names);
     let code = exit_code(&outcome);
     if let Some(path) = &config.json_report {
-        let collected_at = outcome.scheduled_at.unwrap_or(ran_at);
-        let phases = json_report::Phases {
-            probe: probed.as_secs_f64(),
-            prepare: (ready - probed).as_secs_f64(),
-            collect: collected_at
-                .saturating_duration_since(spawned)
-                .as_secs_f64(),
-            run: ran_at.saturating_duration_since(collected_at).as_secs_f64(),
-            merge: recorded_in.as_secs_f64(),
-            total: started.elapsed().as_secs_f64(),
-        };
-        let stats = report::stats(
-            &outcome.results,
-            &outcome.collect_errors,
-            outcome.deselected,
-            outcome.pytest_warnings.len(),
-        );
-        let report = json_report::JsonReport {
-            format: json_report::FORMAT,
-            testmon_run: env!("CARGO_PKG_VERSION").into(),
-            pytest: facts.pytest_version.clone(),
-            testmon: testmon.map(|tm| tm.version.clone()),
-            workers: config.workers,
-            selected: outcome.run_list.len(),
-            deselected: outcome.deselected,
-            exit_code: code,
-            summary: json_report::summary(&stats),
-            phases,
-            tests: json_report::tests(&outcome, &names),
-        };
+        let phases = json_report::Phases::new(&marks);
+        let report =
+            json_report::JsonReport::new(&facts, config.workers, &outcome, &names, code, phases);
         json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
     }
     recorded?;
@@ -289,32 +256,6 @@ fn check_supported(tm: &Testmon) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-fn header(
-    workers: usize,
-    facts: &probe::Facts,
-    prepared: Option<&record::Prepared>,
-) -> header::Header {
-    // testmon loaded and mentioned (`--testmon`, or turned off by its own options).
-    let testmon = facts
-        .testmon
-        .as_ref()
-        .filter(|tm| tm.active() || tm.message.is_some());
-    header::Header {
-        version: env!("CARGO_PKG_VERSION").into(),
-        workers,
-        pytest: facts.pytest_version.clone(),
-        testmon: testmon.map(|tm| header::TestmonHeader {
-            version: tm.version.clone(),
-            environment: tm.environment.clone(),
-            new_db: prepared.is_some_and(|p| p.created),
-            packages_changed: prepared.is_some_and(|p| p.env.packages_changed),
-            select: tm.select,
-            collect: tm.collect,
-            conf_message: tm.message.clone(),
-        }),
-    }
 }
 
 /// pytest's own words when a worker's pytest ended with a usage or internal error (the same

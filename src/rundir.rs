@@ -78,6 +78,11 @@ impl RunDir {
         self.path.join(format!("{worker}.err"))
     }
 
+    /// The worker's own `--junitxml` file, merged into the user's after the run.
+    pub fn junit(&self, worker: &str) -> PathBuf {
+        self.path.join(format!("junit-{worker}.xml"))
+    }
+
     /// Writes the plan atomically: a temp file, then a rename.
     pub fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
         let tmp = self.path.join("plan.json.tmp");

@@ -58,6 +58,8 @@ pub struct RunOutcome {
     pub scheduled_at: Option<Instant>,
     /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections, in result order.
     pub sections: Vec<(String, String)>,
+    /// Tests whose worker crashed while running them (failed, for pytest's cache).
+    pub crashed: Vec<String>,
 }
 
 /// How the run is told and when it stops.
@@ -537,6 +539,7 @@ impl<'a> Supervisor<'a> {
         ));
         if let Some(i) = running {
             let nodeid = self.out.run_list[i].clone();
+            self.out.crashed.push(nodeid.clone());
             self.out.results.push(TestResult {
                 nodeid: nodeid.clone(),
                 worker: w,

@@ -220,21 +220,6 @@ fn reports_in<'a>(results: &'a [TestResult], category: &str) -> Vec<(&'a str, &'
         .collect()
 }
 
-/// ERRORS and FAILURES, then the short test summary (for callers and tests that want both).
-pub fn failures_text(
-    results: &[TestResult],
-    collect_errors: &[CollectError],
-    width: usize,
-) -> String {
-    let style = Style {
-        width,
-        ..Style::default()
-    };
-    let mut out = sections_text(results, collect_errors, &style);
-    out.push_str(&short_summary(results, collect_errors, &style));
-    out
-}
-
 /// Everything after the run, in pytest's order: ERRORS, FAILURES, warnings summary,
 /// durations, short test summary, our own problems, "stopping after", the final line.
 pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
@@ -320,6 +305,21 @@ fn push_text(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ERRORS and FAILURES, then the short test summary.
+    fn failures_text(
+        results: &[TestResult],
+        collect_errors: &[CollectError],
+        width: usize,
+    ) -> String {
+        let style = Style {
+            width,
+            ..Style::default()
+        };
+        let mut out = sections_text(results, collect_errors, &style);
+        out.push_str(&short_summary(results, collect_errors, &style));
+        out
+    }
 
     fn report(when: &str, outcome: &str, category: &str, text: &str) -> Report {
         Report {
