@@ -378,6 +378,11 @@ fn testmon_run_on_a_terminal_draws_a_bar_shows_failures_and_leaves_a_clean_scree
     assert_one_display_at_a_time(&run, 2);
     let lines = run.logical_lines();
     assert_no_display_residue(&lines, &text);
+    assert!(
+        lines[0].starts_with("testmon-run ") && lines[0].contains("selected 25, deselected 0"),
+        "the header first:\n{}",
+        run.logical
+    );
     // The failure in short form as it happened, above the report's full text.
     let short = lines
         .iter()
