@@ -200,14 +200,15 @@ class Worker:
 
     def stream_output(self, config):
         """-s / log_cli: only the tests' output and live logs reach stdout (streamed by the
-        supervisor, line by line); pytest's own terminal output goes to the worker's log."""
+        supervisor, line by line); pytest's own terminal output goes to the worker's log
+        (RunDir::log, which the supervisor also appends the streamed lines to)."""
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None:
             return
         from _pytest._io import TerminalWriter  # pylint: disable=import-outside-toplevel
 
         log = open(  # pylint: disable=consider-using-with
-            os.path.join(self.run_dir, f"{self.name}.term"), "a", encoding="utf-8"
+            os.path.join(self.run_dir, f"{self.name}.log"), "a", buffering=1, encoding="utf-8"
         )
         live = LiveLog(reporter, TerminalWriter(file=sys.__stdout__))
         reporter._tw = TerminalWriter(file=log)  # pylint: disable=protected-access

@@ -87,10 +87,9 @@ impl Worker {
         let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
         let their_fd: OwnedFd = theirs.into();
         let raw = their_fd.as_raw_fd();
-        let log =
-            File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
-        let err_log = File::create(&spec.err_log)
-            .with_context(|| format!("creating {}", spec.err_log.display()))?;
+        // Appending: with -s the worker's pytest writes its own output to the same log.
+        let log = append_log(&spec.log)?;
+        let err_log = append_log(&spec.err_log)?;
         let mut cmd =
             pycommand::with_plugin(spec.command, WORKER_MODULE, spec.python_path, spec.datafile);
         cmd.env("TESTMON_RUN_DIR", spec.run_dir)
@@ -210,6 +209,13 @@ impl Drop for Worker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// An empty log opened for appending (O_APPEND: two writers never overwrite each other).
+fn append_log(path: &Path) -> Result<File> {
+    File::create(path)
+        .and_then(|_| std::fs::OpenOptions::new().append(true).open(path))
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 /// Forwards a worker's output line by line (never a partial line), copying it to its log.
