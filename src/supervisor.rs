@@ -608,7 +608,13 @@ pub fn live_line(nodeid: &str, report: &Report, worker: &str, verbose: i64) -> O
     if !failed || verbose < -1 {
         return None;
     }
-    let line = report.summary_line.clone().unwrap_or_else(|| {
+    // Its first line: pytest does not shorten the message when $CI is set.
+    let line = report
+        .summary_line
+        .as_deref()
+        .and_then(|l| l.lines().next())
+        .map(str::to_string);
+    let line = line.unwrap_or_else(|| {
         let word = if report.category == "error" {
             "ERROR"
         } else {
@@ -661,6 +667,25 @@ pub fn collection_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_lines_for_v_and_for_failures() {
+        let mut report = crash_report("t.py::x", "gw1", Exit::Signal(9), "");
+        report.summary_line = Some("FAILED t.py::x - assert 4 == 5\n +  where 4 = f()".into());
+        assert_eq!(
+            live_line("t.py::x", &report, "gw1", 0).as_deref(),
+            Some("FAILED t.py::x - assert 4 == 5 [gw1]")
+        );
+        assert_eq!(live_line("t.py::x", &report, "gw1", -2), None);
+        assert_eq!(
+            live_line("t.py::x", &report, "gw1", 1).as_deref(),
+            Some("ERROR t.py::x [gw1]")
+        );
+        report.outcome = "passed".into();
+        report.word = String::new();
+        assert_eq!(live_line("t.py::x", &report, "gw1", 0), None);
+        assert_eq!(live_line("t.py::x", &report, "gw1", 1), None);
+    }
 
     #[test]
     fn collection_difference_names_tests() {
