@@ -56,8 +56,9 @@ pub struct RunOutcome {
     pub header_shown: bool,
     /// When every worker had collected and the schedule started.
     pub scheduled_at: Option<Instant>,
-    /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections, in result order.
-    pub sections: Vec<(String, String)>,
+    /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections:
+    /// (node id, title, text).
+    pub sections: Vec<(String, String, String)>,
     /// Tests whose worker crashed while running them (failed, for pytest's cache).
     pub crashed: Vec<String>,
 }
@@ -187,6 +188,12 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
+        // Reported in the run's order, as a single pytest process reports them.
+        let position = |nodeid: &str| self.index.get(nodeid).copied().unwrap_or(usize::MAX);
+        self.out.results.sort_by_key(|r| position(&r.nodeid));
+        self.out
+            .sections
+            .sort_by_key(|(nodeid, _, _)| position(nodeid));
         self.out
     }
 
@@ -244,7 +251,11 @@ impl<'a> Supervisor<'a> {
                 reports,
                 sections,
             } => {
-                self.out.sections.extend(sections);
+                self.out.sections.extend(
+                    sections
+                        .into_iter()
+                        .map(|(title, body)| (nodeid.clone(), title, body)),
+                );
                 self.on_result(w, nodeid, reports);
             }
             FromWorker::Finished {

@@ -85,13 +85,17 @@ pub fn sections_text(
 
 /// pytest's XFAILURES, PASSES and XPASSES sections (`--xfail-tb`, `-rP`, `-rX`) with these
 /// `titles`, in that order; each test's part was made by pytest in its worker.
-pub fn extra_sections(sections: &[(String, String)], titles: &[&str], width: usize) -> String {
+pub fn extra_sections(
+    sections: &[(String, String, String)],
+    titles: &[&str],
+    width: usize,
+) -> String {
     let mut out = String::new();
     for &title in titles {
         let parts: Vec<&String> = sections
             .iter()
-            .filter(|(t, _)| t == title)
-            .map(|(_, body)| body)
+            .filter(|(_, t, _)| t == title)
+            .map(|(_, _, body)| body)
             .collect();
         if parts.is_empty() {
             continue;
@@ -430,13 +434,13 @@ ERROR t.py::test_y - AssertionError: boom
 
     #[test]
     fn extra_sections_gather_every_tests_part_under_one_title() {
-        let sections: Vec<(String, String)> = [
+        let sections: Vec<(String, String, String)> = [
             ("PASSES", "___ a ___\nout a\n"),
             ("XPASSES", ""),
             ("PASSES", ""),
             ("PASSES", "___ b ___\nout b\n"),
         ]
-        .map(|(t, b)| (t.to_string(), b.to_string()))
+        .map(|(t, b)| ("t.py::x".to_string(), t.to_string(), b.to_string()))
         .to_vec();
         assert_eq!(
             extra_sections(&sections, &["XFAILURES", "PASSES", "XPASSES"], 20),
