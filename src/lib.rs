@@ -196,6 +196,7 @@ pub fn run(config: &Config) -> Result<u8> {
         tbstyle: facts.tbstyle.clone(),
         durations: facts.durations,
         durations_min: facts.durations_min,
+        color,
     };
     terminal::say(&report::run_report(
         &outcome,

@@ -21,6 +21,8 @@ pub struct Style {
     pub tbstyle: String,
     pub durations: Option<u64>,
     pub durations_min: Option<f64>,
+    /// pytest's colours for the final line.
+    pub color: bool,
 }
 
 impl Default for Style {
@@ -32,6 +34,7 @@ impl Default for Style {
             tbstyle: "auto".into(),
             durations: None,
             durations_min: None,
+            color: false,
         }
     }
 }
@@ -295,7 +298,13 @@ pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
         outcome.deselected,
         outcome.pytest_warnings.len(),
     );
-    out.push_str(&summary_line_for(&stats, seconds, width, style.verbose));
+    out.push_str(&summary_line_for(
+        &stats,
+        seconds,
+        width,
+        style.verbose,
+        style.color,
+    ));
     out
 }
 

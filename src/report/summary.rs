@@ -117,16 +117,102 @@ pub fn sep(ch: char, title: &str, width: usize) -> String {
 }
 
 /// The final line, exactly in pytest's form: between `=` at verbosity 0 and up, bare with
-/// `-q`, none with `-qq`.
-pub fn summary_line_for(stats: &Stats, seconds: f64, width: usize, verbose: i64) -> String {
-    match verbose {
-        v if v < -1 => String::new(),
-        -1 => {
-            let line = summary_line(stats, seconds, 0);
-            let body = line.trim_end().trim_matches('=').trim();
-            format!("{body}\n")
-        }
-        _ => summary_line(stats, seconds, width),
+/// `-q`, none with `-qq`; in pytest's colours when `color`.
+pub fn summary_line_for(
+    stats: &Stats,
+    seconds: f64,
+    width: usize,
+    verbose: i64,
+    color: bool,
+) -> String {
+    if verbose < -1 {
+        return String::new();
+    }
+    let plain_body = body(stats, seconds, false);
+    let line = if verbose == -1 {
+        format!("{plain_body}\n")
+    } else {
+        sep('=', &plain_body, width)
+    };
+    if !color {
+        return line;
+    }
+    // pytest pads as if uncoloured, then colours the parts and wraps the line in the main
+    // colour, the end-of-separator code included.
+    let main = esc(main_color(stats));
+    let mut coloured = body(stats, seconds, true);
+    if verbose >= 0 {
+        coloured.push_str(main);
+    }
+    let line = line
+        .trim_end_matches('\n')
+        .replacen(&plain_body, &coloured, 1);
+    format!("{main}{line}\x1b[0m\n")
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// pytest's _determine_main_color, at the end of the run.
+fn main_color(stats: &Stats) -> &'static str {
+    let has = |k: &str| stats.get(k) > 0;
+    let unknown = stats
+        .ordered()
+        .iter()
+        .any(|(k, _)| !KNOWN_TYPES.contains(k));
+    if has("failed") || has("error") {
+        "red"
+    } else if has("warnings") || has("xpassed") || unknown {
+        "yellow"
+    } else if has("passed") {
+        "green"
+    } else {
+        "yellow"
+    }
+}
+
+fn esc(color: &str) -> &'static str {
+    match color {
+        "red" => RED,
+        "green" => GREEN,
+        _ => YELLOW,
+    }
+}
+
+/// pytest's _color_for_type.
+fn color_for(key: &str) -> &'static str {
+    match key {
+        "failed" | "error" => "red",
+        "passed" => "green",
+        _ => "yellow",
+    }
+}
+
+/// `1 failed, 2 passed in 0.50s`, each part in its colour (bold in the main one) when asked.
+fn body(stats: &Stats, seconds: f64, color: bool) -> String {
+    let main = main_color(stats);
+    let parts: Vec<String> = stats
+        .ordered()
+        .into_iter()
+        .map(|(k, n)| {
+            let text = pluralize(n, k);
+            if !color {
+                return text;
+            }
+            let c = color_for(k);
+            let bold = if c == main { BOLD } else { "" };
+            format!("{}{bold}{text}{RESET}", esc(c))
+        })
+        .collect();
+    let duration = format!(" in {}", format_duration(seconds));
+    match (parts.is_empty(), color) {
+        (true, false) => format!("no tests ran{duration}"),
+        (true, true) => format!("{YELLOW}no tests ran{RESET}{}{duration}{RESET}", esc(main)),
+        (false, false) => format!("{}{duration}", parts.join(", ")),
+        (false, true) => format!("{}{}{duration}{RESET}", parts.join(", "), esc(main)),
     }
 }
 
@@ -214,16 +300,45 @@ mod tests {
     }
 
     #[test]
+    fn coloured_as_pytest_colours_it() {
+        let failing = stats(
+            &[result(&["", "failed", ""]), result(&["", "passed", ""])],
+            &[],
+            0,
+            0,
+        );
+        assert_eq!(
+            summary_line_for(&failing, 0.5, 40, 0, true),
+            // pytest 9.0.2's own line for this run, COLUMNS=40 --color=yes.
+            "\x1b[31m===== \x1b[31m\x1b[1m1 failed\x1b[0m, \x1b[32m1 passed\x1b[0m\x1b[31m in 0.50s\x1b[0m\x1b[31m ======\x1b[0m\n"
+        );
+        assert_eq!(
+            summary_line_for(&failing, 0.5, 40, -1, true),
+            "\x1b[31m\x1b[31m\x1b[1m1 failed\x1b[0m, \x1b[32m1 passed\x1b[0m\x1b[31m in 0.50s\x1b[0m\x1b[0m\n"
+        );
+        let deselected = stats(&[], &[], 2, 0);
+        assert_eq!(
+            summary_line_for(&deselected, 0.01, 40, 0, true),
+            "\x1b[33m======== \x1b[33m\x1b[1m2 deselected\x1b[0m\x1b[33m in 0.01s\x1b[0m\x1b[33m =========\x1b[0m\n"
+        );
+        let nothing = Stats::default();
+        assert_eq!(
+            summary_line_for(&nothing, 0.01, 40, 0, true),
+            "\x1b[33m======== \x1b[33mno tests ran\x1b[0m\x1b[33m in 0.01s\x1b[0m\x1b[33m =========\x1b[0m\n"
+        );
+    }
+
+    #[test]
     fn quiet_forms_and_warnings() {
         let stats = stats(&[result(&["", "passed", ""])], &[], 2, 3);
         assert_eq!(
-            summary_line_for(&stats, 0.5, 60, 0),
+            summary_line_for(&stats, 0.5, 60, 0, false),
             "======= 1 passed, 2 deselected, 3 warnings in 0.50s ========\n"
         );
         assert_eq!(
-            summary_line_for(&stats, 0.5, 60, -1),
+            summary_line_for(&stats, 0.5, 60, -1, false),
             "1 passed, 2 deselected, 3 warnings in 0.50s\n"
         );
-        assert_eq!(summary_line_for(&stats, 0.5, 60, -2), "");
+        assert_eq!(summary_line_for(&stats, 0.5, 60, -2, false), "");
     }
 }

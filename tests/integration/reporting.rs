@@ -547,3 +547,25 @@ fn ra_sections_and_short_summary_are_pytests() {
         );
     }
 }
+
+#[test]
+fn final_line_is_pytests_also_in_colour_and_with_q() {
+    let mask_time = |line: &str| -> String {
+        let at = line.find(" in ").expect("a duration");
+        let end = at + 4 + line[at + 4..].find('s').expect("seconds");
+        format!("{}<T>{}", &line[..at + 4], &line[end..])
+    };
+    for venv in VENVS {
+        for args in [&["--color=yes"][..], &["--color=yes", "-q"], &["-q"]] {
+            let (ours, theirs) = (Project::copy("proj"), Project::copy("proj"));
+            let (a, b) = run_both(&ours, &theirs, venv, &["-n", "2"], args, "final line");
+            assert_eq!(
+                mask_time(a.summary()),
+                mask_time(b.summary()),
+                "{venv:?} {args:?}\n{}\n{}",
+                a.output(),
+                b.output()
+            );
+        }
+    }
+}
