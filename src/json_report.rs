@@ -98,7 +98,11 @@ impl JsonReport {
             selected: outcome.run_list.len(),
             deselected: outcome.deselected,
             exit_code,
-            summary: stats.counts,
+            summary: stats
+                .ordered()
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
             phases,
             tests: tests(outcome, names),
         }
@@ -190,6 +194,32 @@ mod tests {
         assert_eq!(test_outcome(&result(&["", "failed", ""])), "failed");
         assert_eq!(test_outcome(&result(&["skipped", ""])), "skipped");
         assert_eq!(test_outcome(&result(&["", "xfailed", ""])), "xfailed");
+    }
+
+    #[test]
+    fn summary_in_the_final_lines_order() {
+        let outcome = RunOutcome {
+            results: vec![result(&["", "passed", ""]), result(&["", "failed", ""])],
+            deselected: 2,
+            ..RunOutcome::default()
+        };
+        let facts: Facts = serde_json::from_str(
+            r#"{"protocol":1,"pytest_version":"9.0.2","rootdir":"/p","inipath":null,
+                "xdist":false,"passthrough":false,"maxfail":0,"verbose":0,"color":"auto",
+                "testmon":null}"#,
+        )
+        .unwrap();
+        let report = JsonReport::new(&facts, 2, &outcome, &[], 1, Phases::default());
+        assert_eq!(
+            report.summary,
+            [
+                ("failed".to_string(), 1),
+                ("passed".to_string(), 1),
+                ("deselected".to_string(), 2)
+            ]
+        );
+        assert_eq!(report.testmon, None);
+        assert_eq!(report.selected, 0);
     }
 
     #[test]

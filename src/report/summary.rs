@@ -43,7 +43,8 @@ impl Stats {
         }
     }
 
-    fn ordered(&self) -> Vec<(&str, usize)> {
+    /// The counts in the final line's order.
+    pub fn ordered(&self) -> Vec<(&str, usize)> {
         let known = KNOWN_TYPES
             .iter()
             .filter_map(|k| self.counts.iter().find(|(c, _)| c == k));
