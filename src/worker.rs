@@ -133,6 +133,10 @@ impl Worker {
                 ] {
                     nix::libc::signal(sig, nix::libc::SIG_DFL);
                 }
+                // ... and an empty signal mask (a blocked SIGINT would never reach pytest).
+                let mut empty: nix::libc::sigset_t = std::mem::zeroed();
+                nix::libc::sigemptyset(&mut empty);
+                nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 Ok(())
             });
         }

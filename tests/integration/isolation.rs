@@ -119,6 +119,43 @@ fn xdist_fixtures_give_this_runs_values_with_or_without_xdist() {
 }
 
 #[test]
+fn workers_start_with_sigint_default_and_unblocked_whatever_was_inherited() {
+    // A background job of a non-interactive shell starts with SIGINT ignored; some CI
+    // runners block it. testmon-run is started that way here (exec keeps both).
+    let project = Project::copy("isolation");
+    let report = project.path("isolation-report.jsonl");
+    let mut cmd = Cmd::new(Venv::Testmon22.python(), &project.root);
+    cmd.arg("-c")
+        .arg(
+            "import os, signal, sys\n\
+             signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n\
+             os.execv(sys.argv[1], sys.argv[1:])",
+        )
+        .arg(env!("CARGO_BIN_EXE_testmon-run"))
+        .args(["-n", "2", "--"])
+        .arg(Venv::Testmon22.pytest())
+        .arg("--testmon")
+        .env("ISOLATION_REPORT", &report);
+    let run = cmd.run();
+    assert_eq!(run.code(), 0, "{}", run.output());
+    let text = std::fs::read_to_string(&report).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6, "{}", run.output());
+    const SIGINT_BIT: u64 = 1 << (2 - 1);
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    for record in &records {
+        let blocked = record["signals"]["SigBlk"].as_u64().unwrap();
+        let ignored = record["signals"]["SigIgn"].as_u64().unwrap();
+        assert_eq!(blocked & (SIGINT_BIT | SIGTERM_BIT), 0, "blocked: {record}");
+        assert_eq!(ignored & SIGINT_BIT, 0, "ignored: {record}");
+    }
+}
+
+#[test]
 fn n_in_addopts_does_not_start_xdist_in_workers() {
     // .venv has pytest-xdist installed: a worker honouring `-n 2` would start two more.
     let project = Project::copy("isolation");
