@@ -150,13 +150,8 @@ pub fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
 
 /// Written atomically; the parent directory is created.
 pub fn write(path: &Path, report: &JsonReport) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let text = serde_json::to_string_pretty(report).context("encoding the JSON report")?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::atomic::write(path, (text + "\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -155,34 +155,8 @@ pub fn merge_files(paths: &[PathBuf], order: &[String], dest: &Path) -> anyhow::
         Some(path) => anyhow::Error::new(err).context(format!("merging {}", path.display())),
         None => anyhow::Error::new(err),
     })?;
-    write_atomically(dest, &merged)?;
+    crate::atomic::write(dest, merged.as_bytes())?;
     Ok(true)
-}
-
-/// Writes `text` to a temporary file next to `dest`, then renames it over `dest`.
-fn write_atomically(dest: &Path, text: &str) -> anyhow::Result<()> {
-    let file_name = dest
-        .file_name()
-        .with_context(|| format!("{}: not a file name", dest.display()))?;
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let tmp = dest.with_file_name(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::write(&tmp, text)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, dest)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// (group, position in `order`, document, index in document): see [`merge`].

@@ -3,6 +3,7 @@
 //! One run: probe → prepare → spawn → supervise → record → report, the run directory
 //! removed on the way out.
 
+pub mod atomic;
 pub mod cli;
 pub mod config_file;
 pub mod db;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::protocol::CacheReport;
@@ -84,12 +84,7 @@ fn read_map(path: &Path) -> Map<String, Value> {
 
 /// As pytest's Cache.set: `json.dumps(value, ensure_ascii=False, indent=2)`; atomically.
 fn write_value(path: &Path, value: &Value) -> Result<()> {
-    let dir = path.parent().context("cache path without a directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = to_python_json(value);
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::atomic::write(path, to_python_json(value).as_bytes())
 }
 
 /// Python's `json.dumps(.., indent=2)`: `{}` for an empty mapping, else two-space indents.

@@ -85,9 +85,8 @@ impl RunDir {
 
     /// Writes the plan atomically: a temp file, then a rename.
     pub fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
-        let tmp = self.path.join("plan.json.tmp");
-        self.write_new(&tmp, &serde_json::to_vec_pretty(plan)?)?;
-        fs::rename(&tmp, self.plan_path()).context("writing the run plan")
+        crate::atomic::write(&self.plan_path(), &serde_json::to_vec_pretty(plan)?)
+            .context("writing the run plan")
     }
 
     fn write_new(&self, path: &Path, data: &[u8]) -> Result<()> {
