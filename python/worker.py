@@ -300,25 +300,28 @@ class Worker:
         if self.interruptible:
             raise KeyboardInterrupt
 
-    def interrupt_between_tests(self):
-        """Every test run so far has finished: let testmon write its whole batch (it does on
-        an interrupt inside a test, or after the last test, not in between)."""
-        collect = self.config.pluginmanager.get_plugin("TestmonCollect")
-        collector = getattr(collect, "testmon", None)
-        if collector is not None and hasattr(collector, "_next_test_name"):
-            collector._next_test_name = None  # pylint: disable=protected-access
-        raise KeyboardInterrupt
-
-    def flush_testmon(self):
-        """The last test ran with a next one that will not run now: testmon writes its
-        batch only after a test without a next one, or on an interrupt. Its interrupt path
-        writes it (and stops its coverage) now."""
+    def no_next_test(self):
+        """Tells testmon that no test follows the last one run: it writes its batch after a
+        test without a next one, or on an interrupt, never in between. Returns testmon's
+        collecting plugin, or None when testmon does not collect."""
         collect = self.config.pluginmanager.get_plugin("TestmonCollect")
         collector = getattr(collect, "testmon", None)
         if collector is None or not hasattr(collector, "_next_test_name"):
-            return
+            return None
         collector._next_test_name = None  # pylint: disable=protected-access
-        collect.pytest_keyboard_interrupt(None)
+        return collect
+
+    def interrupt_between_tests(self):
+        """Every test run so far has finished: testmon's interrupt path writes its batch."""
+        self.no_next_test()
+        raise KeyboardInterrupt
+
+    def flush_testmon(self):
+        """Stopped (-x) with a held next test that will not run: testmon's interrupt path
+        writes its batch (and stops its coverage) now."""
+        collect = self.no_next_test()
+        if collect is not None:
+            collect.pytest_keyboard_interrupt(None)
 
     def run_phase(self):
         self.interruptible = True

@@ -169,14 +169,9 @@ mod tests {
                     when: "call".into(),
                     outcome: "passed".into(),
                     category: c.to_string(),
-                    letter: String::new(),
-                    word: String::new(),
                     duration: 0.5,
                     head_line: "x".into(),
-                    text: None,
-                    message: None,
-                    summary_line: None,
-                    short: Vec::new(),
+                    ..Report::default()
                 })
                 .collect(),
         }

@@ -74,7 +74,7 @@ pub struct CollectError {
 }
 
 /// One pytest report, with pytest's own classification (pytest_report_teststatus).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Report {
     pub when: String,
     pub outcome: String,

@@ -52,8 +52,6 @@ pub struct RunOutcome {
     pub pytest_warnings: Vec<(String, String)>,
     /// Each worker's share of pytest's cache, as it reported it.
     pub caches: Vec<CacheReport>,
-    /// The header line was shown (the workers collected).
-    pub header_shown: bool,
     /// When every worker had collected and the schedule started.
     pub scheduled_at: Option<Instant>,
     /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections:
@@ -331,7 +329,6 @@ impl<'a> Supervisor<'a> {
         if let Some(notice) = self.options.header.notice() {
             self.ui.line(&notice);
         }
-        self.out.header_shown = true;
         self.out.scheduled_at = Some(Instant::now());
         self.ui.start(run_list.len(), self.costs.iter().sum());
         self.out.run_list = run_list;

@@ -20,19 +20,24 @@ pub fn width() -> usize {
         }
     }
     if std::io::stdout().is_terminal() {
-        let mut size = nix::libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
-        let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
-        if ok && size.ws_col > 0 {
-            return usize::from(size.ws_col);
+        if let Some((columns, _)) = size() {
+            return usize::from(columns);
         }
     }
     80
+}
+
+/// Stdout's terminal size (columns, rows; rows may be 0 when unknown), when it has one.
+pub fn size() -> Option<(u16, u16)> {
+    let mut size = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+    let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some((size.ws_col, size.ws_row))
 }
 
 /// Whether pytest's `--color` setting means colour for our stdout.

@@ -234,47 +234,52 @@ fn stream_lines(
     std::thread::Builder::new()
         .name(format!("output-{name}"))
         .spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = log.write_all(&line);
-                        let text = String::from_utf8_lossy(&line);
-                        let text = text.strip_suffix('\n').unwrap_or(&text);
-                        let text = text.strip_suffix('\r').unwrap_or(text).to_string();
-                        let _ = events.send(Event::Output {
-                            worker,
-                            line: text,
-                            stderr,
-                        });
-                    }
-                }
-            }
+            each_line(pipe, |line| {
+                let _ = log.write_all(line);
+                let text = String::from_utf8_lossy(line);
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text).to_string();
+                let _ = events.send(Event::Output {
+                    worker,
+                    line: text,
+                    stderr,
+                });
+                true // keep draining: a writer left behind must never block on a full pipe
+            });
         })?;
     Ok(())
 }
 
 fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
-    let mut reader = BufReader::new(stream);
+    let mut supervisor_listens = true;
+    each_line(stream, |line| {
+        let text = String::from_utf8_lossy(line);
+        let event = match protocol::parse(text.trim_end()) {
+            Ok(msg) => Event::Message { worker, msg },
+            Err(detail) => Event::Garbage { worker, detail },
+        };
+        supervisor_listens = events.send(event).is_ok();
+        supervisor_listens
+    });
+    if supervisor_listens {
+        let _ = events.send(Event::Closed { worker });
+    }
+}
+
+/// Calls `f` with each line read (newline included; the last may lack one) until the end,
+/// a read error, or `f` returning false.
+fn each_line(reader: impl std::io::Read, mut f: impl FnMut(&[u8]) -> bool) {
+    let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                let event = match protocol::parse(text.trim_end()) {
-                    Ok(msg) => Event::Message { worker, msg },
-                    Err(detail) => Event::Garbage { worker, detail },
-                };
-                if events.send(event).is_err() {
-                    return;
+                if !f(&line) {
+                    break;
                 }
             }
         }
     }
-    let _ = events.send(Event::Closed { worker });
 }

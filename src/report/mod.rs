@@ -339,14 +339,11 @@ mod tests {
             when: when.into(),
             outcome: outcome.into(),
             category: category.into(),
-            letter: String::new(),
-            word: String::new(),
             duration: 0.1,
             head_line: "test_x".into(),
             text: Some(text.into()),
             message: Some("AssertionError: boom".into()),
-            summary_line: None,
-            short: Vec::new(),
+            ..Report::default()
         }
     }
 

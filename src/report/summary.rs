@@ -248,14 +248,8 @@ mod tests {
                 when: "call".into(),
                 outcome: "passed".into(),
                 category: c.to_string(),
-                letter: String::new(),
-                word: String::new(),
-                duration: 0.0,
                 head_line: "t".into(),
-                text: None,
-                message: None,
-                summary_line: None,
-                short: Vec::new(),
+                ..Report::default()
             })
             .collect();
         TestResult {

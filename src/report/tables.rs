@@ -122,15 +122,9 @@ mod tests {
                 .map(|(when, duration)| Report {
                     when: when.to_string(),
                     outcome: "passed".into(),
-                    category: String::new(),
-                    letter: String::new(),
-                    word: String::new(),
                     duration: *duration,
                     head_line: nodeid.into(),
-                    text: None,
-                    message: None,
-                    summary_line: None,
-                    short: Vec::new(),
+                    ..Report::default()
                 })
                 .collect(),
         }

@@ -112,11 +112,6 @@ impl Ui {
         }
     }
 
-    /// The mode in effect: Bar falls back to Plain when indicatif cannot draw on stdout.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// The run starts: `total` tests, `expected` = Σ of their expected seconds (testmon's
     /// recorded durations; the caller fills unknown ones with the median).
     pub fn start(&mut self, total: usize, expected: f64) {
@@ -360,17 +355,9 @@ impl Bars {
     }
 }
 
-/// The terminal's (columns, rows) when stdout is one.
+/// The terminal's (columns, rows) when stdout is one and both are known.
 fn terminal_size() -> Option<(u16, u16)> {
-    let mut size = nix::libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
-    let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
+    crate::terminal::size().filter(|&(_, rows)| rows > 0)
 }
 
 #[cfg(test)]

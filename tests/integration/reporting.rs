@@ -65,17 +65,20 @@ fn verbose_lines_are_pytests_modulo_order_and_worker_tags() {
     }
 }
 
+fn header_line(run: &Run) -> &str {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("testmon-run "))
+        .unwrap_or_else(|| panic!("no header\n{}", run.output()))
+}
+
 #[test]
 fn header_names_versions_selection_and_counts() {
     let project = Project::copy("proj");
     let run = project
         .testmon_run(Venv::Testmon22, &["-n", "2"], &[])
         .run();
-    let header = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("testmon-run "))
-        .unwrap_or_else(|| panic!("no header\n{}", run.output()));
+    let header = header_line(&run);
     for part in [
         "2 workers",
         "pytest 9.0.2",
@@ -93,11 +96,7 @@ fn header_names_versions_selection_and_counts() {
     let run = project
         .testmon_run(Venv::Testmon22, &["-n", "2"], &[])
         .run();
-    let header = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("testmon-run "))
-        .unwrap_or_else(|| panic!("no header\n{}", run.output()));
+    let header = header_line(&run);
     // testmon's own words for what changed.
     assert!(
         header.contains("changed files: ") && header.contains("unchanged files: "),
