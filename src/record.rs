@@ -38,7 +38,8 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
 }
 
 /// Records the run: testmon's end-of-collection sync (when a worker reported one), every
-/// spool, then the statistics and the vacuum. With `collect` off (testmon only selects),
+/// spool, the tests whose worker died under them marked failed, then the statistics and the
+/// vacuum. With `collect` off (testmon only selects),
 /// nothing is written; the file is only checkpointed.
 pub fn record(
     tm: &Testmon,
@@ -46,6 +47,7 @@ pub fn record(
     sync: Option<&[String]>,
     run_list: &[String],
     spools: &[PathBuf],
+    crashed: &[String],
 ) -> Result<()> {
     let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
     if tm.collect {
@@ -57,6 +59,7 @@ pub fn record(
         let spools: Vec<PathBuf> = spools.iter().filter(|p| p.exists()).cloned().collect();
         let batches = db::Batches::new(run_list, tm.batch_size);
         db::merge_spools(&mut conn, &spools, env.id, &batches)?;
+        db::mark_failed(&mut conn, env.id, crashed).context("marking crashed tests failed")?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
     }
     close(conn)
