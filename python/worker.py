@@ -302,10 +302,15 @@ class Worker:
             if stopped:
                 self.flush_testmon()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            # Interrupted, the session ends as pytest ends it; one SIGINT is enough (a second
+            # Ctrl-C makes the supervisor kill the process group; a dead supervisor's may
+            # arrive more than once, one per exiting thread).
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.interrupted else previous)
         return True
 
     def on_sigint(self, _signum, _frame):
+        if self.interrupted:
+            return
         self.interrupted = True
         if self.interruptible:
             raise KeyboardInterrupt

@@ -156,6 +156,7 @@ pub fn run(config: &Config) -> Result<u8> {
         timeout: config.timeout,
         grace_period: config.grace_period,
         max_worker_restart: config.max_worker_restart,
+        collected_file: Some(run_dir.collected_path()),
     };
     let ui = ui::Ui::new(
         ui::choose_mode(config.progress, facts.verbose < -1),
@@ -178,6 +179,7 @@ pub fn run(config: &Config) -> Result<u8> {
                 &spools,
                 &outcome.crashed,
             )
+            .map(|_| ())
             .context("recording the run in testmon's database")
         }
         _ => Ok(()),

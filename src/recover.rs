@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::db;
+use crate::db::{self, EnvironmentRow};
 use crate::probe::Testmon;
-use crate::rundir::{self, LOCK, PREFIX};
+use crate::record;
+use crate::rundir::{self, COLLECTED, LOCK, PREFIX};
 
 /// What a stale directory is to this run.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +135,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Merges the directory's spools (every worker's and replacement's, in name order).
+/// Records the directory's spools (every worker's and replacement's, in name order) as the
+/// run itself would have: with its collection (testmon's sync: tests not run yet get their
+/// placeholder) when it got that far.
 fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
     let mut spools: Vec<PathBuf> = fs::read_dir(dir)?
         .flatten()
@@ -146,22 +149,42 @@ fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
         })
         .collect();
     spools.sort();
-    if spools.is_empty() {
+    let collected: Collected = fs::read(dir.join(COLLECTED))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default();
+    if spools.is_empty() && collected.sync.is_none() {
         return Ok(0);
     }
-    let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
+    let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
     let known: i64 = conn.query_row(
         "SELECT count(*) FROM environment WHERE id = ?",
         [env_id],
         |r| r.get(0),
     )?;
+    drop(conn);
     if known == 0 {
         return Ok(0); // its environment is gone from the datafile: nothing to attach to
     }
-    // The killed run's order is unknown: every fingerprint counts as written in one batch.
-    let merged = db::merge_spools(&mut conn, &spools, env_id, &db::Batches::new(&[], 1))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(merged)
+    let env = EnvironmentRow {
+        id: env_id,
+        packages_changed: false,
+    };
+    record::record(
+        tm,
+        env,
+        collected.sync.as_deref(),
+        &collected.run_list,
+        &spools,
+        &[],
+    )
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Collected {
+    sync: Option<Vec<String>>,
+    #[serde(default)]
+    run_list: Vec<String>,
 }
 
 /// Run directories in `base` whose owner is gone and whose lock is free.

@@ -22,6 +22,7 @@ const WORKER_SOURCE: &str = include_str!("../python/worker.py");
 /// Run directories are named `testmon-run-<pid>-<stamp>` in this directory.
 pub const PREFIX: &str = "testmon-run-";
 pub const LOCK: &str = "lock";
+pub const COLLECTED: &str = "collected.json";
 
 pub struct RunDir {
     path: PathBuf,
@@ -84,6 +85,12 @@ impl RunDir {
 
     pub fn probe_output(&self) -> PathBuf {
         self.path.join("probe.json")
+    }
+
+    /// The run's collection (testmon's sync and the run list), written once every worker
+    /// collected: what a later run needs to record this one's spools if it is killed.
+    pub fn collected_path(&self) -> PathBuf {
+        self.path.join(COLLECTED)
     }
 
     pub fn plan_path(&self) -> PathBuf {

@@ -85,6 +85,8 @@ pub struct Options {
     pub grace_period: Duration,
     /// How many crashed workers are replaced, at most.
     pub max_worker_restart: u32,
+    /// Where the run's collection is written as soon as it is known (RunDir::collected_path).
+    pub collected_file: Option<std::path::PathBuf>,
 }
 
 /// Starts worker `index`'s `generation`-th incarnation (0: the first).
@@ -384,6 +386,14 @@ impl<'a> Supervisor<'a> {
         }
         self.out.scheduled_at = Some(Instant::now());
         self.ui.start(run_list.len(), self.costs.iter().sum());
+        if let Some(path) = &self.options.collected_file {
+            let collected = serde_json::json!({"sync": self.out.sync, "run_list": run_list});
+            if let Err(err) = crate::atomic::write(path, collected.to_string().as_bytes()) {
+                self.out
+                    .warnings
+                    .push(format!("could not write {}: {err:#}", path.display()));
+            }
+        }
         self.out.run_list = run_list;
         if self.stopping {
             if let Some(s) = self.scheduler.as_mut() {
