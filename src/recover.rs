@@ -50,10 +50,14 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
     let _lock = match lock {
         Ok(file) => match rundir::try_lock(&file) {
             Ok(()) => Some(file),
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(None), // its workers still run, or another run recovers it
         },
-        Err(_) => None,
+        Err(_) if !dir.exists() => return Ok(None), // another run recovered it just now
+        Err(_) => None, // killed before it made its lock
     };
+    if !dir.exists() {
+        return Ok(None); // recovered by another run between our listing and our lock
+    }
     let plan = read_plan(dir);
     let owner = owner_pid(dir).map_or_else(|| "?".to_string(), |p| p.to_string());
     let fate = match &plan {

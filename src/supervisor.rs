@@ -675,6 +675,7 @@ impl<'a> Supervisor<'a> {
         };
         let cause = match (killed, self.options.timeout) {
             (Some(Kill::Timeout), Some(t)) => format!("timed out after {}", seconds(t)),
+            (Some(Kill::Refused), _) => "was killed: it broke the protocol".to_string(),
             _ => format!("crashed ({})", exit.describe()),
         };
         let message = format!("worker {name} {cause} {what}");
