@@ -68,6 +68,9 @@ pub struct RunOutcome {
     pub restarts: u32,
     /// Tests run again because their worker died before writing their records.
     pub rerun: Vec<String>,
+    /// Tests that were running when the run was interrupted and did not finish:
+    /// (node id, worker name).
+    pub cut_short: Vec<(String, String)>,
 }
 
 /// How the run is told and when it stops.
@@ -235,6 +238,12 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
+        let finished: HashSet<&str> = self.out.results.iter().map(|r| r.nodeid.as_str()).collect();
+        let cut_short = std::mem::take(&mut self.out.cut_short);
+        self.out.cut_short = cut_short
+            .into_iter()
+            .filter(|(nodeid, _)| !finished.contains(nodeid.as_str()))
+            .collect();
         // Reported in the run's order, as a single pytest process reports them.
         let position = |nodeid: &str| self.index.get(nodeid).copied().unwrap_or(usize::MAX);
         self.out.results.sort_by_key(|r| position(&r.nodeid));
@@ -565,6 +574,14 @@ impl<'a> Supervisor<'a> {
 
     fn on_interrupt(&mut self) {
         self.interrupts += 1;
+        if self.interrupts == 1 {
+            for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+                if let Some(&i) = slot.assigned.front() {
+                    let nodeid = self.out.run_list[i].clone();
+                    self.out.cut_short.push((nodeid, slot.worker.name.clone()));
+                }
+            }
+        }
         self.out.interrupted = true;
         self.stopping = true;
         if let Some(s) = self.scheduler.as_mut() {

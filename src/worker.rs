@@ -283,6 +283,10 @@ fn stream_lines(
 fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
     let mut supervisor_listens = true;
     each_line(stream, |line| {
+        if !line.ends_with(b"\n") {
+            // The worker died in the middle of a message: its exit tells the rest.
+            return false;
+        }
         let text = String::from_utf8_lossy(line);
         let event = match protocol::parse(text.trim_end()) {
             Ok(msg) => Event::Message { worker, msg },
