@@ -8,6 +8,7 @@ mod tty;
 
 mod database;
 mod errors;
+mod hostile;
 mod isolation;
 mod parity;
 mod parity_random;
