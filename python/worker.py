@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -46,14 +47,23 @@ class SupervisorGone(Exception):
 
 
 class Channel:
-    """JSON lines over the socket the supervisor handed us (TESTMON_RUN_FD)."""
+    """JSON lines over the socket the supervisor handed us (TESTMON_RUN_FD). Only the
+    process that opened it talks on it: a child forked by a test that goes on running the
+    session (instead of exiting) ends quietly the first time it would talk or write the spool,
+    as it would otherwise mix its messages and records with the worker's."""
 
     def __init__(self, fd):
         os.set_inheritable(fd, False)  # a test's subprocesses must not hold it open
         self.sock = socket.socket(fileno=fd)
         self.rfile = self.sock.makefile("rb")
+        self.pid = os.getpid()
+
+    def owner_only(self):
+        if os.getpid() != self.pid:
+            os._exit(0)  # pylint: disable=protected-access
 
     def send(self, msg):
+        self.owner_only()
         data = (json.dumps(msg, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
         try:
             self.sock.sendall(data)
@@ -61,6 +71,7 @@ class Channel:
             raise SupervisorGone(str(exc)) from None
 
     def recv(self):
+        self.owner_only()
         try:
             line = self.rfile.readline()
         except OSError as exc:
@@ -198,10 +209,20 @@ class Worker:
             def set_value(key, value):
                 if key in MERGED_CACHE_KEYS:
                     self.cache_values[key] = value
+                elif key == "cache/nodeids" and self.name != "gw0":
+                    pass  # every worker collected the same: one writes it (and warns, if it can't)
                 else:
                     original_set(key, value)
 
+            def warn(fmt, *, _ispytest=False, **args):
+                """Cache.warn, one frame further out: the warning is located where pytest
+                locates it, at the caller of cache.set, not at set_value."""
+                from _pytest.warning_types import PytestCacheWarning  # pylint: disable=import-outside-toplevel
+
+                warnings.warn(PytestCacheWarning(fmt.format(**args) if args else fmt), config.hook, stacklevel=4)
+
             cache.set = set_value
+            cache.warn = warn
         # xdist's fixtures read config.workerinput, which a worker of ours has not: these
         # (registered last, so they win) give the values xdist's workers give.
         config.pluginmanager.register(XdistFixtures(), "testmon_run_xdist_fixtures")
@@ -397,8 +418,15 @@ class Worker:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
         result = yield
+        self.channel.owner_only()
         self.close_spool()
         try:
+            # A test whose teardown never reported because pytest failed itself
+            # (INTERNALERROR): the reports it has.
+            pending = self.reports.items() if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR else ()
+            for nodeid, reports in list(pending):
+                self.channel.send({"t": "result", "nodeid": nodeid, "reports": reports, "durable": False})
+            self.reports.clear()
             self.channel.send(
                 {
                     "t": "finished",
@@ -579,6 +607,7 @@ def make_worker_db(worker, tm):
             }
 
         def insert_test_file_fps(self, tests_deps_n_outcomes, exec_id=None):
+            worker.channel.owner_only()
             worker.open_spool(tm).insert_test_file_fps(tests_deps_n_outcomes, exec_id)
 
         def write_attribute(self, *_args, **_kwargs):

@@ -236,7 +236,10 @@ pub fn run(config: &Config) -> Result<u8> {
         json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
     }
     recorded?;
-    cached?;
+    if let Err(err) = cached {
+        // As pytest, which only warns when it cannot write its cache (a read-only tree).
+        eprintln!("testmon-run: warning: {err:#}");
+    }
     junit?;
     Ok(code)
 }

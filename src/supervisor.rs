@@ -255,6 +255,8 @@ impl<'a> Supervisor<'a> {
 
     fn handle(&mut self, event: Event) {
         match event {
+            // A worker killed for breaking the protocol is not listened to any more.
+            Event::Message { worker, .. } if self.slots[worker].killed == Some(Kill::Refused) => {}
             Event::Message { worker, msg } => self.on_message(worker, msg),
             Event::Garbage { worker, detail } => {
                 let name = self.slots[worker].worker.name.clone();
@@ -663,6 +665,8 @@ impl<'a> Supervisor<'a> {
             slot.done = true;
             if slot.finished.is_none() {
                 self.on_crash(w, exit);
+            } else if slot.finished == Some(i32::from(crate::exit::INTERNAL_ERROR)) {
+                self.requeue_held(w);
             }
             self.maybe_start_schedule();
             self.release_parked();
@@ -692,11 +696,12 @@ impl<'a> Supervisor<'a> {
         };
         let cause = match (killed, self.options.timeout) {
             (Some(Kill::Timeout), Some(t)) => format!("timed out after {}", seconds(t)),
-            (Some(Kill::Refused), _) => "was killed: it broke the protocol".to_string(),
             _ => format!("crashed ({})", exit.describe()),
         };
         let message = format!("worker {name} {cause} {what}");
-        if slot.collected.is_none() {
+        if killed == Some(Kill::Refused) {
+            // Its problem already says why it was killed.
+        } else if slot.collected.is_none() {
             self.out.problems.push(message);
         } else {
             self.out.crashes.push(message);
@@ -706,6 +711,7 @@ impl<'a> Supervisor<'a> {
             self.out.crashed.push(nodeid.clone());
             let report = match (killed, self.options.timeout) {
                 (Some(Kill::Timeout), Some(t)) => timeout_report(&nodeid, &name, t, &output),
+                (Some(Kill::Refused), _) => refused_report(&nodeid, &name, &output),
                 _ => crash_report(&nodeid, &name, exit, &output),
             };
             let line = format!(
@@ -769,6 +775,23 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// A worker whose pytest ended with an internal error, holding tests it never started:
+    /// they go back to the queue, to a worker that takes its place.
+    fn requeue_held(&mut self, w: usize) {
+        let held: Vec<usize> = self.slots[w].assigned.drain(..).collect();
+        if held.is_empty() || self.stopping || self.out.interrupted {
+            return;
+        }
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            let cost = held.iter().filter_map(|&i| self.costs.get(i)).sum();
+            scheduler.requeue(Unit { tests: held, cost });
+        }
+        self.maybe_replace(w, None);
+        for other in 0..self.slots.len() {
+            self.serve(other);
+        }
+    }
+
     /// Starts a worker in place of the one that died, while work is left and restarts are.
     fn maybe_replace(&mut self, w: usize, killed: Option<Kill>) {
         let work_left = self.scheduler.as_ref().is_some_and(|s| s.units_left() > 0);
@@ -807,17 +830,38 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
+fn refused_report(nodeid: &str, worker: &str, output: &str) -> Report {
+    let message = format!(
+        "worker '{worker}' was killed while running '{nodeid}': an unreadable message on its \
+         socket (the test wrote to it?)"
+    );
+    with_message(
+        crash_report(nodeid, worker, Exit::Signal(9), output),
+        &message,
+        output,
+    )
+}
+
+/// A crash report with another message.
+fn with_message(mut report: Report, message: &str, output: &str) -> Report {
+    let nodeid = report.head_line.clone();
+    report.text = Some(format!("{message}\nlast output of the worker:\n{output}\n"));
+    report.summary_line = Some(format!("ERROR {nodeid} - {message}"));
+    report.short = vec![format!("ERROR {nodeid} - {message}")];
+    report.message = Some(message.to_string());
+    report
+}
+
 fn timeout_report(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
     let message = format!(
         "Timeout: '{nodeid}' ran longer than {} (--timeout); worker '{worker}' was killed",
         seconds(timeout)
     );
-    let mut report = crash_report(nodeid, worker, Exit::Signal(9), output);
-    report.text = Some(format!("{message}\nlast output of the worker:\n{output}\n"));
-    report.summary_line = Some(format!("ERROR {nodeid} - {message}"));
-    report.short = vec![format!("ERROR {nodeid} - {message}")];
-    report.message = Some(message);
-    report
+    with_message(
+        crash_report(nodeid, worker, Exit::Signal(9), output),
+        &message,
+        output,
+    )
 }
 
 fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {

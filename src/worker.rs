@@ -237,9 +237,10 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // No worker outlives the supervisor's handle on it.
+        // No worker, nor anything it started in its process group (a test's forked child),
+        // outlives the supervisor's handle on it.
+        self.signal(Signal::SIGKILL);
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(Signal::SIGKILL);
             let _ = self.child.wait();
         }
     }
