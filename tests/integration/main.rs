@@ -13,3 +13,4 @@ mod parity;
 mod parity_random;
 mod reporting;
 mod robustness;
+mod testmon_failures;
