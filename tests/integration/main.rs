@@ -14,3 +14,4 @@ mod parity;
 mod parity_random;
 mod reporting;
 mod robustness;
+mod testmon_failures;
