@@ -194,8 +194,20 @@ pub fn run(config: &Config) -> Result<u8> {
         }
         None => Ok(()),
     };
-    let cached =
-        pytest_cache::write(&outcome.caches, &outcome.crashed).context("writing pytest's cache");
+    let mut caches = outcome.caches.clone();
+    if !outcome.cache_orphans.is_empty() {
+        let orphans: std::collections::HashSet<&str> =
+            outcome.cache_orphans.iter().map(String::as_str).collect();
+        let results: Vec<&supervisor::TestResult> = outcome
+            .results
+            .iter()
+            .filter(|r| orphans.contains(r.nodeid.as_str()))
+            .collect();
+        let mut share = pytest_cache::share_of(&results);
+        share.dir = caches.first().map(|c| c.dir.clone()).unwrap_or_default();
+        caches.push(share);
+    }
+    let cached = pytest_cache::write(&caches, &outcome.crashed).context("writing pytest's cache");
     let marks = json_report::Marks {
         started,
         probed,

@@ -68,6 +68,8 @@ pub struct RunOutcome {
     pub restarts: u32,
     /// Tests run again because their worker died before writing their records.
     pub rerun: Vec<String>,
+    /// Tests reported by workers that died before sending their share of pytest's cache.
+    pub cache_orphans: Vec<String>,
     /// Tests that were running when the run was interrupted and did not finish:
     /// (node id, worker name).
     pub cut_short: Vec<(String, String)>,
@@ -133,6 +135,8 @@ struct Slot {
     running_since: Option<Instant>,
     killed: Option<Kill>,
     generation: u32,
+    /// Tests it reported: if it dies, its share of pytest's cache dies with it.
+    reported: Vec<String>,
 }
 
 impl Slot {
@@ -152,6 +156,7 @@ impl Slot {
             running_since: None,
             killed: None,
             generation,
+            reported: Vec::new(),
         }
     }
 }
@@ -530,6 +535,7 @@ impl<'a> Supervisor<'a> {
         if let Some(i) = index {
             let slot = &mut self.slots[w];
             slot.assigned.retain(|&a| a != i);
+            slot.reported.push(nodeid.clone());
             if durable {
                 slot.provisional.clear();
             } else {
@@ -679,8 +685,10 @@ impl<'a> Supervisor<'a> {
         let killed = slot.killed;
         let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
         let lost: Vec<usize> = slot.provisional.drain(..).collect();
+        let reported = std::mem::take(&mut slot.reported);
         slot.running_since = None;
         if self.out.interrupted {
+            self.out.cache_orphans.extend(reported);
             return; // killed on purpose; what it finished is kept
         }
         let output = slot.worker.last_output(20);
@@ -731,12 +739,18 @@ impl<'a> Supervisor<'a> {
                 .warnings
                 .push(format!("last output of worker {name}:\n{output}"));
         }
-        // Tests it reported but whose fingerprints died with it run again.
+        // Tests it reported but whose fingerprints died with it run again; for the others,
+        // its share of pytest's cache is made from their reports.
+        let names: HashSet<&str> = lost
+            .iter()
+            .map(|&i| self.out.run_list[i].as_str())
+            .collect();
+        self.out.cache_orphans.extend(
+            reported
+                .into_iter()
+                .filter(|nodeid| !names.contains(nodeid.as_str())),
+        );
         if !lost.is_empty() {
-            let names: HashSet<&str> = lost
-                .iter()
-                .map(|&i| self.out.run_list[i].as_str())
-                .collect();
             self.out
                 .results
                 .retain(|r| r.worker != w || !names.contains(r.nodeid.as_str()));
