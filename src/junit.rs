@@ -133,7 +133,12 @@ pub fn merge(docs: &[String], order: &[String]) -> Result<String, JunitError> {
 /// Reads the existing worker files among `paths` (missing ones skipped: a crashed worker),
 /// merges, and writes atomically (temp file + rename) to `dest`, creating its parent
 /// directories as pytest does. Returns Ok(false) if no worker file existed.
-pub fn merge_files(paths: &[PathBuf], order: &[String], dest: &Path) -> anyhow::Result<bool> {
+pub fn merge_files(
+    paths: &[PathBuf],
+    extra: Option<String>,
+    order: &[String],
+    dest: &Path,
+) -> anyhow::Result<bool> {
     let mut docs = Vec::new();
     let mut read = Vec::new();
     for path in paths {
@@ -148,6 +153,7 @@ pub fn merge_files(paths: &[PathBuf], order: &[String], dest: &Path) -> anyhow::
             }
         }
     }
+    docs.extend(extra);
     if docs.is_empty() {
         return Ok(false);
     }

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod header;
 pub mod json_report;
 pub mod junit;
+pub mod junit_lost;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
@@ -188,7 +189,20 @@ pub fn run(config: &Config) -> Result<u8> {
     let junit = match &facts.junitxml {
         Some(dest) => {
             let files: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.junit(n)).collect();
-            junit::merge_files(&files, &outcome.run_list, dest)
+            // Tests of workers that died before writing their document.
+            let lost: std::collections::HashSet<&str> = outcome
+                .cache_orphans
+                .iter()
+                .chain(&outcome.crashed)
+                .map(String::as_str)
+                .collect();
+            let results: Vec<&supervisor::TestResult> = outcome
+                .results
+                .iter()
+                .filter(|r| lost.contains(r.nodeid.as_str()))
+                .collect();
+            let extra = junit_lost::document(&results, facts.junit_prefix.as_deref());
+            junit::merge_files(&files, extra, &outcome.run_list, dest)
                 .map(|_| ())
                 .context("writing the JUnit report")
         }
