@@ -1040,7 +1040,7 @@ mod tests {
         std::fs::write(&gw0, fixture("pytest-9.0.2", "gw0.xml")).unwrap();
         let dest = dir.path().join("out/deeper/report.xml");
         let order = order("pytest-9.0.2");
-        assert!(merge_files(&[gw0.clone(), gw1.clone()], &order, &dest).unwrap());
+        assert!(merge_files(&[gw0.clone(), gw1.clone()], None, &order, &dest).unwrap());
         let got = std::fs::read_to_string(&dest).unwrap();
         assert_eq!(
             got,
@@ -1050,7 +1050,7 @@ mod tests {
 
         // Both workers: the file is replaced, no temporary file is left behind.
         std::fs::write(&gw1, fixture("pytest-9.0.2", "gw1.xml")).unwrap();
-        assert!(merge_files(&[gw0, gw1], &order, &dest).unwrap());
+        assert!(merge_files(&[gw0, gw1], None, &order, &dest).unwrap());
         assert_eq!(
             std::fs::read_to_string(&dest).unwrap(),
             merged("pytest-9.0.2")
@@ -1067,7 +1067,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/report.xml");
         let missing = [dir.path().join("junit-gw0.xml")];
-        assert!(!merge_files(&missing, &[], &dest).unwrap());
+        assert!(!merge_files(&missing, None, &[], &dest).unwrap());
         assert!(!dest.exists());
         assert!(!dest.parent().unwrap().exists());
     }
