@@ -1080,7 +1080,7 @@ mod tests {
         std::fs::write(&gw0, fixture("pytest-9.0.2", "gw0.xml")).unwrap();
         std::fs::write(&gw1, "<testsuites><testsuite>").unwrap();
         let dest = dir.path().join("report.xml");
-        let err = merge_files(&[gw0, gw1.clone()], &[], &dest).unwrap_err();
+        let err = merge_files(&[gw0, gw1.clone()], None, &[], &dest).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&gw1.display().to_string()), "{text}");
         assert!(text.contains("not closed"), "{text}");
