@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod config_file;
+pub mod crash_report;
 pub mod db;
 pub mod events;
 pub mod exit;

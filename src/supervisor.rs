@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::cli::Dist;
+use crate::crash_report;
 use crate::events::{Event, SignalEvent};
 use crate::header::Header;
 use crate::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
@@ -703,7 +704,9 @@ impl<'a> Supervisor<'a> {
             None => "between tests".to_string(),
         };
         let cause = match (killed, self.options.timeout) {
-            (Some(Kill::Timeout), Some(t)) => format!("timed out after {}", seconds(t)),
+            (Some(Kill::Timeout), Some(t)) => {
+                format!("timed out after {}", crash_report::seconds(t))
+            }
             _ => format!("crashed ({})", exit.describe()),
         };
         let message = format!("worker {name} {cause} {what}");
@@ -718,9 +721,9 @@ impl<'a> Supervisor<'a> {
             let nodeid = self.out.run_list[i].clone();
             self.out.crashed.push(nodeid.clone());
             let report = match (killed, self.options.timeout) {
-                (Some(Kill::Timeout), Some(t)) => timeout_report(&nodeid, &name, t, &output),
-                (Some(Kill::Refused), _) => refused_report(&nodeid, &name, &output),
-                _ => crash_report(&nodeid, &name, exit, &output),
+                (Some(Kill::Timeout), Some(t)) => crash_report::timeout(&nodeid, &name, t, &output),
+                (Some(Kill::Refused), _) => crash_report::refused(&nodeid, &name, &output),
+                _ => crash_report::crash(&nodeid, &name, exit, &output),
             };
             let line = format!(
                 "{} [{name}]",
@@ -840,64 +843,6 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-fn seconds(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
-}
-
-fn refused_report(nodeid: &str, worker: &str, output: &str) -> Report {
-    let message = format!(
-        "worker '{worker}' was killed while running '{nodeid}': an unreadable message on its \
-         socket (the test wrote to it?)"
-    );
-    with_message(
-        crash_report(nodeid, worker, Exit::Signal(9), output),
-        &message,
-        output,
-    )
-}
-
-/// A crash report with another message.
-fn with_message(mut report: Report, message: &str, output: &str) -> Report {
-    let nodeid = report.head_line.clone();
-    report.text = Some(format!("{message}\nlast output of the worker:\n{output}\n"));
-    report.summary_line = Some(format!("ERROR {nodeid} - {message}"));
-    report.short = vec![format!("ERROR {nodeid} - {message}")];
-    report.message = Some(message.to_string());
-    report
-}
-
-fn timeout_report(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
-    let message = format!(
-        "Timeout: '{nodeid}' ran longer than {} (--timeout); worker '{worker}' was killed",
-        seconds(timeout)
-    );
-    with_message(
-        crash_report(nodeid, worker, Exit::Signal(9), output),
-        &message,
-        output,
-    )
-}
-
-fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
-    let message = format!(
-        "worker '{worker}' crashed while running '{nodeid}' ({})",
-        exit.describe()
-    );
-    Report {
-        when: "call".into(),
-        outcome: "failed".into(),
-        category: "error".into(),
-        letter: "E".into(),
-        word: "ERROR".into(),
-        duration: 0.0,
-        head_line: nodeid.into(),
-        text: Some(format!("{message}\nlast output of the worker:\n{output}\n")),
-        message: Some(message.clone()),
-        summary_line: Some(format!("ERROR {nodeid} - {message}")),
-        short: vec![format!("ERROR {nodeid} - {message}")],
-    }
-}
-
 /// The line shown as a test's report comes in: with `-v` one per report pytest names
 /// (`PASSED tests/x.py::t [gw1]`); otherwise failures only, in their short form.
 pub fn live_line(nodeid: &str, report: &Report, worker: &str, verbose: i64) -> Option<String> {
@@ -973,7 +918,7 @@ mod tests {
 
     #[test]
     fn live_lines_for_v_and_for_failures() {
-        let mut report = crash_report("t.py::x", "gw1", Exit::Signal(9), "");
+        let mut report = crash_report::crash("t.py::x", "gw1", Exit::Signal(9), "");
         report.summary_line = Some("FAILED t.py::x - assert 4 == 5\n +  where 4 = f()".into());
         assert_eq!(
             live_line("t.py::x", &report, "gw1", 0).as_deref(),
