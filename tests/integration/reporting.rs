@@ -284,7 +284,7 @@ fn warnings_and_durations_cover_every_worker() {
                     "import time, warnings\nimport pytest\n\n\
                      warnings.warn('at import', UserWarning)\n\n\
                      @pytest.mark.parametrize('i', range(3))\n\
-                     def test_w(i):\n    time.sleep(0.02 * i)\n    warnings.warn('in test', UserWarning)\n",
+                     def test_w(i):\n    time.sleep(0.2 * i)\n    warnings.warn('in test', UserWarning)\n",
                 );
             }
             project
@@ -333,10 +333,15 @@ fn warnings_and_durations_cover_every_worker() {
         };
         let ours_slowest = slowest(&a);
         assert_eq!(ours_slowest.len(), 4, "{}", a.output());
-        assert!(
-            ours_slowest[0].ends_with("[2]") && ours_slowest[1].ends_with("[2]"),
-            "the two slowest calls, from both workers: {ours_slowest:?}"
-        );
+        // Both workers' slowest calls (0.4 s each) are among them, whatever else a loaded
+        // machine makes slow.
+        for test in ["a", "b"] {
+            let call = format!("call tests/test_{test}.py::test_w[2]");
+            assert!(
+                ours_slowest.contains(&call),
+                "{call} among the slowest: {ours_slowest:?}"
+            );
+        }
     }
 }
 
