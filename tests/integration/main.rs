@@ -8,6 +8,7 @@ mod tty;
 
 mod database;
 mod errors;
+mod faults;
 mod isolation;
 mod parity;
 mod parity_random;
