@@ -23,10 +23,16 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import pytest
 
-PROTOCOL = 2
+PROTOCOL = 3
+
+# How often testmon's batch of fingerprints is written to the spool at the latest (seconds):
+# a worker killed without warning loses at most this much of its work, which the supervisor
+# runs again. testmon itself writes every 250 tests; each write costs ~15 ms of coverage work.
+FLUSH_SECONDS = float(os.environ.get("TESTMON_RUN_FLUSH_SECONDS", "2.0"))
 
 # pytest categories and the -r characters that show them in the short test summary.
 REPORT_CHARS = {"failed": "f", "passed": "p", "error": "E", "skipped": "s", "xfailed": "x", "xpassed": "X"}
@@ -90,6 +96,7 @@ class Worker:
         # talk with the supervisor) it waits for the end of the current test.
         self.interruptible = False
         self.interrupted = False
+        self.last_flush = time.monotonic()
         self.channel.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
 
     def send(self, msg):
@@ -106,6 +113,9 @@ class Worker:
             self.gone(exc)
 
     def gone(self, exc):
+        # Whatever testmon holds of the tests reported so far is written (its interrupt path,
+        # which pytest runs for pytest.exit too): the next run recovers the spool.
+        self.no_next_test()
         pytest.exit(f"testmon-run worker {self.name}: {exc}", returncode=2)
 
     # -- configuration ------------------------------------------------------------------
@@ -122,7 +132,7 @@ class Worker:
             config.option.tx = []
         # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
         if getattr(config.option, "xmlpath", None):
-            config.option.xmlpath = os.path.join(self.run_dir, f"junit-{self.name}.xml")  # RunDir::junit
+            config.option.xmlpath = os.environ["TESTMON_RUN_JUNIT"]  # RunDir::junit
         if self.plan["testmon"]["active"]:
             import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
 
@@ -161,7 +171,7 @@ class Worker:
         if self.spool is None:
             from testmon import db as tm_db  # pylint: disable=import-outside-toplevel
 
-            path = os.path.join(self.run_dir, f"spool-{self.name}.db")
+            path = os.environ["TESTMON_RUN_SPOOL"]  # RunDir::spool
             spool = tm_db.DB(path)
             with spool.con as con:
                 con.execute(
@@ -292,10 +302,15 @@ class Worker:
             if stopped:
                 self.flush_testmon()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            # Interrupted, the session ends as pytest ends it; one SIGINT is enough (a second
+            # Ctrl-C makes the supervisor kill the process group; a dead supervisor's may
+            # arrive more than once, one per exiting thread).
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.interrupted else previous)
         return True
 
     def on_sigint(self, _signum, _frame):
+        if self.interrupted:
+            return
         self.interrupted = True
         if self.interruptible:
             raise KeyboardInterrupt
@@ -342,8 +357,24 @@ class Worker:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item, nextitem):  # pylint: disable=unused-argument
+        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.no_next_test()  # testmon writes its batch after this test's teardown
         return (yield from self.run_phase())
 
+    def durable(self, report):
+        """Whether every test reported so far has its fingerprints in the spool: testmon
+        does not collect, or it has just written its batch (after this teardown)."""
+        collect = self.config.pluginmanager.get_plugin("TestmonCollect")
+        if getattr(collect, "testmon", None) is None:
+            return True
+        if getattr(report, "nodes_files_lines", None):
+            self.last_flush = time.monotonic()
+            return True
+        return False
+
+    # After testmon's own logreport, which writes the batch: a result reported as durable
+    # is in the spool.
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
         data = report_data(self.config, report)
         short = short_summary_lines(self.config, report, data["category"])
@@ -356,6 +387,7 @@ class Worker:
                 "t": "result",
                 "nodeid": report.nodeid,
                 "reports": self.reports.pop(report.nodeid),
+                "durable": self.durable(report),
             }
             sections = extra_sections(self.config, self.raw_reports.pop(report.nodeid, []))
             if sections:

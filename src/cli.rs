@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -68,6 +69,19 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     json_report: Option<PathBuf>,
 
+    /// Stop a test that runs longer than SECONDS: its worker is killed (process group) and
+    /// replaced, the test reported as an error.
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    timeout: Option<f64>,
+
+    /// After Ctrl-C or SIGTERM, how long workers get to stop before they are killed.
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds, default_value = "10")]
+    grace_period: f64,
+
+    /// How many crashed workers are replaced by new ones, at most [default: 4 × workers].
+    #[arg(long, value_name = "N")]
+    max_worker_restart: Option<u32>,
+
     /// The pytest command, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -84,6 +98,10 @@ pub struct Config {
     /// Live progress allowed (a bar on a terminal); false: plain lines.
     pub progress: bool,
     pub json_report: Option<PathBuf>,
+    /// Per test, enforced by the supervisor.
+    pub timeout: Option<Duration>,
+    pub grace_period: Duration,
+    pub max_worker_restart: u32,
     pub command: Vec<OsString>,
 }
 
@@ -134,15 +152,31 @@ pub fn parse_in<I: IntoIterator<Item = OsString>>(args: I, dir: &Path) -> Result
         .workers
         .or(file.numprocesses)
         .unwrap_or_else(|| "auto".into());
+    let workers = parse_workers(&workers)?;
     Ok(Parsed::Run(Config {
-        workers: parse_workers(&workers)?,
+        workers,
         dist,
         datafile: args.datafile,
         keep_run_dir: args.keep_run_dir,
         progress: !args.no_progress && file.progress.unwrap_or(true),
         json_report: args.json_report.or(file.json_report),
+        timeout: args.timeout.map(Duration::from_secs_f64),
+        grace_period: Duration::from_secs_f64(args.grace_period),
+        max_worker_restart: args
+            .max_worker_restart
+            .unwrap_or_else(|| 4 * u32::try_from(workers).unwrap_or(u32::MAX / 4)),
         command: args.command,
     }))
+}
+
+/// A number of seconds: finite and more than 0.
+fn positive_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!(
+            "expected a number of seconds greater than 0, got '{value}'"
+        )),
+    }
 }
 
 fn first_line(text: &str) -> String {

@@ -31,4 +31,8 @@ pub enum Event {
 pub enum SignalEvent {
     /// SIGINT, SIGTERM, SIGHUP: stop the run.
     Interrupt,
+    /// SIGTSTP (Ctrl-Z): stop the workers, then this process.
+    Suspend,
+    /// SIGCONT: the workers go on.
+    Continue,
 }

@@ -27,6 +27,12 @@ pub struct JsonReport {
     /// Seconds per phase.
     pub phases: Phases,
     pub tests: Vec<TestEntry>,
+    /// Workers started in place of crashed or timed-out ones.
+    pub worker_restarts: u32,
+    /// One line per worker lost after collecting (crashed, timed out).
+    pub crashes: Vec<String>,
+    /// Tests due to run that did not (workers lost past --max-worker-restart).
+    pub not_run: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -105,6 +111,9 @@ impl JsonReport {
                 .collect(),
             phases,
             tests: tests(outcome, names),
+            worker_restarts: outcome.restarts,
+            crashes: outcome.crashes.clone(),
+            not_run: outcome.not_run.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod pycommand;
 pub mod pytest_cache;
 pub mod record;
+pub mod recover;
 pub mod report;
 pub mod rundir;
 pub mod scheduler;
@@ -92,6 +93,13 @@ pub fn run(config: &Config) -> Result<u8> {
     let testmon = facts.testmon.as_ref().filter(|tm| tm.active());
     if let Some(tm) = testmon {
         check_supported(tm)?;
+        if tm.collect {
+            if let Some(base) = run_dir.path().parent() {
+                for line in recover::recover(base, tm) {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
     let prepared = testmon.map(record::prepare).transpose()?;
     let ready = Instant::now();
@@ -109,26 +117,34 @@ pub fn run(config: &Config) -> Result<u8> {
     let testrun_uid = testrun_uid();
     let spawned = Instant::now();
     let worker_datafile = testmon.map(|tm| tm.datafile.clone()).or(datafile);
-    let mut workers = Vec::with_capacity(config.workers);
-    for index in 0..config.workers {
+    let python_path = run_dir.python_path();
+    let spawn = |index: usize, generation: u32| {
+        let stem = worker::stem(index, generation);
         let spec = worker::Spec {
             index,
             count: config.workers,
             command: &config.command,
-            python_path: &run_dir.python_path(),
+            python_path: &python_path,
             run_dir: run_dir.path(),
+            lock_fd: run_dir.lock_fd(),
             datafile: worker_datafile.as_deref(),
             exec_id: prepared.as_ref().map(|p| p.env.id),
             testrun_uid: &testrun_uid,
-            log: run_dir.log(&worker::name(index)),
-            err_log: run_dir.err_log(&worker::name(index)),
+            log: run_dir.log(&stem),
+            err_log: run_dir.err_log(&stem),
+            spool: run_dir.spool(&stem),
+            junit: run_dir.junit(&stem),
+            stem,
             color,
             columns: width,
             stream: facts.stream,
         };
-        workers.push(worker::Worker::spawn(&spec, events_tx.clone())?);
+        worker::Worker::spawn(&spec, events_tx.clone())
+    };
+    let mut workers = Vec::with_capacity(config.workers);
+    for index in 0..config.workers {
+        workers.push(spawn(index, 0)?);
     }
-    drop(events_tx);
     let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
     let no_durations = Default::default();
     let durations = prepared.as_ref().map_or(&no_durations, |p| &p.durations);
@@ -137,26 +153,33 @@ pub fn run(config: &Config) -> Result<u8> {
         maxfail: facts.stop_after(),
         verbose: facts.verbose,
         header: header::Header::new(config.workers, &facts, prepared.as_ref()),
+        timeout: config.timeout,
+        grace_period: config.grace_period,
+        max_worker_restart: config.max_worker_restart,
+        collected_file: Some(run_dir.collected_path()),
     };
     let ui = ui::Ui::new(
         ui::choose_mode(config.progress, facts.verbose < -1),
         width,
         names.clone(),
     );
-    let outcome = Supervisor::new(workers, events_rx, durations, options, ui).run();
+    let outcome =
+        Supervisor::new(workers, Box::new(spawn), events_rx, durations, options, ui).run();
     let ran = Instant::now();
 
     // Written before the report; a failure to write is reported after the results.
     let recorded = match (testmon, prepared.as_ref()) {
         (Some(tm), Some(prepared)) => {
-            let spools: Vec<PathBuf> = names.iter().map(|n| run_dir.spool(n)).collect();
+            let spools: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.spool(n)).collect();
             record::record(
                 tm,
                 prepared.env,
                 outcome.sync.as_deref(),
                 &outcome.run_list,
                 &spools,
+                &outcome.crashed,
             )
+            .map(|_| ())
             .context("recording the run in testmon's database")
         }
         _ => Ok(()),
@@ -164,7 +187,7 @@ pub fn run(config: &Config) -> Result<u8> {
     let recorded_at = Instant::now();
     let junit = match &facts.junitxml {
         Some(dest) => {
-            let files: Vec<PathBuf> = names.iter().map(|n| run_dir.junit(n)).collect();
+            let files: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.junit(n)).collect();
             junit::merge_files(&files, &outcome.run_list, dest)
                 .map(|_| ())
                 .context("writing the JUnit report")

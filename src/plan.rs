@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::EnvironmentRow;
 use crate::probe::Testmon;
 use crate::protocol::PROTOCOL;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub protocol: u32,
     pub testmon: PlanTestmon,
@@ -18,7 +18,7 @@ pub struct Plan {
 
 /// testmon's side of the plan; `active: false` when testmon neither selects nor collects.
 /// The environment id itself reaches each worker as TESTMON_RUN_EXEC_ID.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PlanTestmon {
     pub active: bool,
     pub packages_changed: bool,
@@ -27,6 +27,9 @@ pub struct PlanTestmon {
     pub python_version: Option<String>,
     pub data_version: Option<i64>,
     pub datafile: Option<PathBuf>,
+    /// The environment row (also in TESTMON_RUN_EXEC_ID); read back when a killed run's
+    /// spools are recovered.
+    pub exec_id: Option<i64>,
 }
 
 impl Plan {
@@ -40,6 +43,7 @@ impl Plan {
                 python_version: Some(tm.python_version.clone()),
                 data_version: Some(tm.data_version),
                 datafile: Some(tm.datafile.clone()),
+                exec_id: Some(env.id),
             },
             None => PlanTestmon {
                 active: false,
@@ -49,6 +53,7 @@ impl Plan {
                 python_version: None,
                 data_version: None,
                 datafile: None,
+                exec_id: None,
             },
         };
         Plan {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes; a worker of another build is refused.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -38,6 +38,10 @@ pub enum FromWorker {
         /// (title, text).
         #[serde(default)]
         sections: Vec<(String, String)>,
+        /// Every test this worker reported so far, this one included, has its fingerprints
+        /// in the spool (testmon wrote its batch, or does not record).
+        #[serde(default = "durable_default")]
+        durable: bool,
     },
     Finished {
         exitstatus: i32,
@@ -109,6 +113,10 @@ pub enum ToWorker {
     Shutdown,
     /// -x/--maxfail reached: start nothing more, not even the test held as next.
     Stop,
+}
+
+fn durable_default() -> bool {
+    true
 }
 
 /// One line from a worker: a message, or what made it unreadable.

@@ -37,8 +37,9 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
     })
 }
 
-/// Records the run: testmon's end-of-collection sync (when a worker reported one), every
-/// spool, then the statistics and the vacuum. With `collect` off (testmon only selects),
+/// Records the run (returns how many tests the spools held): testmon's end-of-collection sync (when a worker reported one), every
+/// spool, the tests whose worker died under them marked failed, then the statistics and the
+/// vacuum. With `collect` off (testmon only selects),
 /// nothing is written; the file is only checkpointed.
 pub fn record(
     tm: &Testmon,
@@ -46,8 +47,10 @@ pub fn record(
     sync: Option<&[String]>,
     run_list: &[String],
     spools: &[PathBuf],
-) -> Result<()> {
+    crashed: &[String],
+) -> Result<usize> {
     let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
+    let mut merged = 0;
     if tm.collect {
         if let Some(collected) = sync {
             let placeholder = hex(&tm.placeholder_checksums)?;
@@ -56,10 +59,12 @@ pub fn record(
         }
         let spools: Vec<PathBuf> = spools.iter().filter(|p| p.exists()).cloned().collect();
         let batches = db::Batches::new(run_list, tm.batch_size);
-        db::merge_spools(&mut conn, &spools, env.id, &batches)?;
+        merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
+        db::mark_failed(&mut conn, env.id, crashed).context("marking crashed tests failed")?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
     }
-    close(conn)
+    close(conn)?;
+    Ok(merged)
 }
 
 /// Leaves one self-contained file: the WAL checkpointed into it and removed.

@@ -1,5 +1,9 @@
 //! The run directory: the embedded plugins, the plan, the workers' spools and logs.
 //! It lives under the system temp directory and is removed when dropped (unless kept).
+//!
+//! Its `lock` file is held (flock) by the supervisor and inherited by every worker, so a
+//! directory whose lock is free and whose owner is gone was left by a run that was killed
+//! (see `recover`).
 
 use std::fs;
 use std::io::Write;
@@ -15,9 +19,15 @@ pub const WORKER_MODULE: &str = "_testmon_run_worker";
 const PROBE_SOURCE: &str = include_str!("../python/probe.py");
 const WORKER_SOURCE: &str = include_str!("../python/worker.py");
 
+/// Run directories are named `testmon-run-<pid>-<stamp>` in this directory.
+pub const PREFIX: &str = "testmon-run-";
+pub const LOCK: &str = "lock";
+pub const COLLECTED: &str = "collected.json";
+
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
+    lock: fs::File,
 }
 
 impl RunDir {
@@ -33,10 +43,20 @@ impl RunDir {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let path = base.join(format!("testmon-run-{}-{stamp:x}", std::process::id()));
+        let path = base.join(format!("{PREFIX}{}-{stamp:x}", std::process::id()));
         fs::create_dir(&path)
             .with_context(|| format!("creating run directory {}", path.display()))?;
-        let dir = RunDir { path, keep };
+        let lock = fs::File::create(path.join(LOCK))
+            .and_then(|file| try_lock(&file).map(|_| file))
+            .with_context(|| format!("locking run directory {}", path.display()));
+        let lock = match lock {
+            Ok(lock) => lock,
+            Err(err) => {
+                let _ = fs::remove_dir_all(&path);
+                return Err(err);
+            }
+        };
+        let dir = RunDir { path, keep, lock };
         fs::create_dir(dir.python_path())?;
         dir.write_new(
             &dir.python_path().join(format!("{PROBE_MODULE}.py")),
@@ -53,6 +73,11 @@ impl RunDir {
         &self.path
     }
 
+    /// The locked file's descriptor, for workers to inherit (they hold the lock too).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.lock)
+    }
+
     /// The directory to put on the workers' PYTHONPATH.
     pub fn python_path(&self) -> PathBuf {
         self.path.join("python")
@@ -60,6 +85,12 @@ impl RunDir {
 
     pub fn probe_output(&self) -> PathBuf {
         self.path.join("probe.json")
+    }
+
+    /// The run's collection (testmon's sync and the run list), written once every worker
+    /// collected: what a later run needs to record this one's spools if it is killed.
+    pub fn collected_path(&self) -> PathBuf {
+        self.path.join(COLLECTED)
     }
 
     pub fn plan_path(&self) -> PathBuf {
@@ -94,6 +125,18 @@ impl RunDir {
             fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
         file.write_all(data)?;
         Ok(())
+    }
+}
+
+/// Takes the exclusive lock on `file` without waiting: Err(WouldBlock) when held elsewhere.
+pub fn try_lock(file: &fs::File) -> std::io::Result<()> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

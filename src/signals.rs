@@ -3,25 +3,31 @@
 use std::sync::mpsc::Sender;
 
 use anyhow::Result;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM, SIGTSTP};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::events::{Event, SignalEvent};
 
-/// Forwards SIGINT/SIGTERM/SIGHUP as events until the returned guard is dropped.
+/// Turns SIGINT/SIGTERM/SIGHUP (stop the run), SIGTSTP (Ctrl-Z) and SIGCONT into events until
+/// the returned guard is dropped.
 pub struct SignalForwarder {
     handle: Handle,
 }
 
 impl SignalForwarder {
     pub fn start(events: Sender<Event>) -> Result<SignalForwarder> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGTSTP, SIGCONT])?;
         let handle = signals.handle();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                for _ in signals.forever() {
-                    if events.send(Event::Signal(SignalEvent::Interrupt)).is_err() {
+                for signal in signals.forever() {
+                    let event = match signal {
+                        SIGTSTP => SignalEvent::Suspend,
+                        SIGCONT => SignalEvent::Continue,
+                        _ => SignalEvent::Interrupt,
+                    };
+                    if events.send(Event::Signal(event)).is_err() {
                         break;
                     }
                 }

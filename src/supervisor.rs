@@ -15,8 +15,6 @@ use crate::scheduler::{self, Scheduler, Unit};
 use crate::ui::Ui;
 use crate::worker::{Exit, Worker};
 
-/// How long workers get to stop after an interrupt before their process groups are killed.
-const GRACE_PERIOD: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 /// How long after a worker's exit its socket may stay open (a forked child holding it).
 const LINGER: Duration = Duration::from_secs(2);
@@ -40,8 +38,12 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// The `-x`/`--maxfail` limit was reached.
     pub stopped_after: Option<u64>,
-    /// Crashes and protocol errors: the run ends with an internal error.
+    /// Protocol errors, workers lost before collecting, workers that could not be replaced:
+    /// the run ends with an internal error.
     pub problems: Vec<String>,
+    /// Workers that crashed or were killed at --timeout after collecting: their test is
+    /// reported as an error, the rest of their work ran elsewhere.
+    pub crashes: Vec<String>,
     /// Tests that were due to run but did not (their worker crashed, nobody left to run them).
     pub not_run: Vec<String>,
     /// Each worker's pytest exit status, when it reported one.
@@ -59,6 +61,13 @@ pub struct RunOutcome {
     pub sections: Vec<(String, String, String)>,
     /// Tests whose worker crashed while running them (failed, for pytest's cache).
     pub crashed: Vec<String>,
+    /// Every worker process's file stem, replacements included, in the order they started:
+    /// their spools, JUnit files and logs.
+    pub stems: Vec<String>,
+    /// Workers started to replace crashed ones.
+    pub restarts: u32,
+    /// Tests run again because their worker died before writing their records.
+    pub rerun: Vec<String>,
 }
 
 /// How the run is told and when it stops.
@@ -69,6 +78,27 @@ pub struct Options {
     /// pytest's verbosity: 1+ a line per test, -1 no header, -2 not even failures as they come.
     pub verbose: i64,
     pub header: Header,
+    /// A test running longer is stopped: its worker's process group killed and replaced.
+    pub timeout: Option<Duration>,
+    /// How long workers get to stop after an interrupt before their process groups are
+    /// killed.
+    pub grace_period: Duration,
+    /// How many crashed workers are replaced, at most.
+    pub max_worker_restart: u32,
+    /// Where the run's collection is written as soon as it is known (RunDir::collected_path).
+    pub collected_file: Option<std::path::PathBuf>,
+}
+
+/// Starts worker `index`'s `generation`-th incarnation (0: the first).
+pub type Spawn<'a> = Box<dyn FnMut(usize, u32) -> anyhow::Result<Worker> + 'a>;
+
+/// Why the supervisor killed a worker itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kill {
+    /// Its test ran past --timeout.
+    Timeout,
+    /// It spoke garbage or another protocol: a replacement would too.
+    Refused,
 }
 
 struct Collected {
@@ -94,10 +124,38 @@ struct Slot {
     done: bool,
     /// Indices into the run list, handed to this worker, without a result yet.
     assigned: VecDeque<usize>,
+    /// Tests it reported whose fingerprints it has not written yet: run again if it dies.
+    provisional: Vec<usize>,
+    /// When the test it runs now (the first it holds) started.
+    running_since: Option<Instant>,
+    killed: Option<Kill>,
+    generation: u32,
+}
+
+impl Slot {
+    fn new(worker: Worker, generation: u32) -> Slot {
+        Slot {
+            worker,
+            collected: None,
+            eligible: None,
+            wants: None,
+            shut: false,
+            closed: false,
+            finished: None,
+            exit: None,
+            done: false,
+            assigned: VecDeque::new(),
+            provisional: Vec::new(),
+            running_since: None,
+            killed: None,
+            generation,
+        }
+    }
 }
 
 pub struct Supervisor<'a> {
     slots: Vec<Slot>,
+    spawn: Spawn<'a>,
     events: Receiver<Event>,
     durations: &'a HashMap<String, f64>,
     options: Options,
@@ -116,29 +174,18 @@ pub struct Supervisor<'a> {
 impl<'a> Supervisor<'a> {
     pub fn new(
         workers: Vec<Worker>,
+        spawn: Spawn<'a>,
         events: Receiver<Event>,
         durations: &'a HashMap<String, f64>,
         options: Options,
         ui: Ui,
     ) -> Supervisor<'a> {
         let count = workers.len();
-        let slots = workers
-            .into_iter()
-            .map(|worker| Slot {
-                worker,
-                collected: None,
-                eligible: None,
-                wants: None,
-                shut: false,
-                closed: false,
-                finished: None,
-                exit: None,
-                done: false,
-                assigned: VecDeque::new(),
-            })
-            .collect();
+        let stems = workers.iter().map(|w| w.stem.clone()).collect();
+        let slots = workers.into_iter().map(|w| Slot::new(w, 0)).collect();
         Supervisor {
             slots,
+            spawn,
             events,
             durations,
             options,
@@ -152,6 +199,7 @@ impl<'a> Supervisor<'a> {
             ui,
             out: RunOutcome {
                 exitstatus: vec![None; count],
+                stems,
                 ..RunOutcome::default()
             },
         }
@@ -180,7 +228,8 @@ impl<'a> Supervisor<'a> {
                 .collect();
             // Tests are "not run" only when a crash left them behind; after collection
             // errors, -x or pytest.exit() pytest itself would not have run them either.
-            if !self.stopping && !self.out.interrupted && !self.out.problems.is_empty() {
+            let lost_workers = !self.out.problems.is_empty() || !self.out.crashes.is_empty();
+            if !self.stopping && !self.out.interrupted && lost_workers {
                 for i in left {
                     self.out.not_run.push(self.out.run_list[i].clone());
                 }
@@ -201,7 +250,7 @@ impl<'a> Supervisor<'a> {
             Event::Garbage { worker, detail } => {
                 let name = self.slots[worker].worker.name.clone();
                 self.out.problems.push(format!("worker {name}: {detail}"));
-                self.slots[worker].worker.signal(Signal::SIGKILL);
+                self.kill(worker, Kill::Refused);
             }
             Event::Closed { worker } => self.slots[worker].closed = true,
             Event::Output { worker, line, .. } => {
@@ -209,6 +258,8 @@ impl<'a> Supervisor<'a> {
                 self.ui.line(&format!("[{name}] {line}"));
             }
             Event::Signal(SignalEvent::Interrupt) => self.on_interrupt(),
+            Event::Signal(SignalEvent::Suspend) => self.suspend(),
+            Event::Signal(SignalEvent::Continue) => self.resume(),
         }
     }
 
@@ -221,7 +272,7 @@ impl<'a> Supervisor<'a> {
                         "worker {name} speaks protocol {protocol}, this testmon-run speaks {}",
                         protocol::PROTOCOL
                     ));
-                    self.slots[w].worker.signal(Signal::SIGKILL);
+                    self.kill(w, Kill::Refused);
                 }
             }
             FromWorker::Collected {
@@ -238,6 +289,9 @@ impl<'a> Supervisor<'a> {
                     collect_errors,
                     tm_message,
                 });
+                if self.scheduler.is_some() {
+                    self.replacement_collected(w);
+                }
                 self.maybe_start_schedule();
             }
             FromWorker::Want { queued } => {
@@ -248,13 +302,14 @@ impl<'a> Supervisor<'a> {
                 nodeid,
                 reports,
                 sections,
+                durable,
             } => {
                 self.out.sections.extend(
                     sections
                         .into_iter()
                         .map(|(title, body)| (nodeid.clone(), title, body)),
                 );
-                self.on_result(w, nodeid, reports);
+                self.on_result(w, nodeid, reports, durable);
             }
             FromWorker::Finished {
                 exitstatus,
@@ -331,6 +386,14 @@ impl<'a> Supervisor<'a> {
         }
         self.out.scheduled_at = Some(Instant::now());
         self.ui.start(run_list.len(), self.costs.iter().sum());
+        if let Some(path) = &self.options.collected_file {
+            let collected = serde_json::json!({"sync": self.out.sync, "run_list": run_list});
+            if let Err(err) = crate::atomic::write(path, collected.to_string().as_bytes()) {
+                self.out
+                    .warnings
+                    .push(format!("could not write {}: {err:#}", path.display()));
+            }
+        }
         self.out.run_list = run_list;
         if self.stopping {
             if let Some(s) = self.scheduler.as_mut() {
@@ -420,17 +483,47 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Tells the display which test the worker runs now: the first it holds.
+    /// The worker starts the first test it holds now: shown, and timed for --timeout.
     fn show_running(&mut self, w: usize) {
-        if let Some(&i) = self.slots[w].assigned.front() {
+        let front = self.slots[w].assigned.front().copied();
+        self.slots[w].running_since = front.map(|_| Instant::now());
+        if let Some(i) = front {
             self.ui.started(w, &self.out.run_list[i]);
         }
     }
 
-    fn on_result(&mut self, w: usize, nodeid: String, reports: Vec<Report>) {
+    /// A replacement worker collected after the schedule started: it may run what it
+    /// collected of the run list.
+    fn replacement_collected(&mut self, w: usize) {
+        let Some(collected) = &self.slots[w].collected else {
+            return;
+        };
+        let name = &self.slots[w].worker.name;
+        if let Some(warning) =
+            collection_difference("the run", &self.out.run_list, name, &collected.nodeids)
+        {
+            self.out.warnings.push(warning);
+            self.slots[w].eligible = Some(collected.nodeids.iter().cloned().collect());
+        }
+    }
+
+    /// Kills a worker's process group on purpose; its exit is then reaped as a crash.
+    fn kill(&mut self, w: usize, why: Kill) {
+        let slot = &mut self.slots[w];
+        slot.killed.get_or_insert(why);
+        slot.worker.signal(Signal::SIGKILL);
+    }
+
+    fn on_result(&mut self, w: usize, nodeid: String, reports: Vec<Report>, durable: bool) {
         let index = self.index.get(&nodeid).copied();
         if let Some(i) = index {
-            self.slots[w].assigned.retain(|&a| a != i);
+            let slot = &mut self.slots[w];
+            slot.assigned.retain(|&a| a != i);
+            if durable {
+                slot.provisional.clear();
+            } else {
+                slot.provisional.push(i);
+            }
         }
         let name = self.slots[w].worker.name.clone();
         let mut failed = false;
@@ -482,8 +575,8 @@ impl<'a> Supervisor<'a> {
         } else {
             Signal::SIGKILL
         };
-        self.kill_at
-            .get_or_insert_with(|| Instant::now() + GRACE_PERIOD);
+        let grace = self.options.grace_period;
+        self.kill_at.get_or_insert_with(|| Instant::now() + grace);
         for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
             slot.worker.signal(signal);
         }
@@ -493,11 +586,47 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Ctrl-Z: the workers' process groups stop (they are not in the terminal's foreground
+    /// group), then this process, as the default action would; on `fg` they go on, and the
+    /// time stopped does not count against --timeout.
+    fn suspend(&mut self) {
+        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+            slot.worker.signal(Signal::SIGSTOP);
+        }
+        let stopped = Instant::now();
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        let away = stopped.elapsed();
+        for slot in &mut self.slots {
+            if let Some(at) = slot.running_since.as_mut() {
+                *at += away;
+            }
+        }
+        if let Some(at) = self.kill_at.as_mut() {
+            *at += away;
+        }
+        self.resume();
+    }
+
+    fn resume(&mut self) {
+        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+            slot.worker.signal(Signal::SIGCONT);
+        }
+    }
+
     /// Reaps ended workers; a worker that ended without finishing its session crashed.
     fn reap(&mut self) {
         if self.kill_at.is_some_and(|at| Instant::now() >= at) {
             for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
                 slot.worker.signal(Signal::SIGKILL);
+            }
+        }
+        if let Some(timeout) = self.options.timeout {
+            for w in 0..self.slots.len() {
+                let slot = &self.slots[w];
+                let overdue = slot.running_since.is_some_and(|at| at.elapsed() > timeout);
+                if overdue && slot.exit.is_none() && slot.killed.is_none() && !slot.done {
+                    self.kill(w, Kill::Timeout);
+                }
             }
         }
         for w in 0..self.slots.len() {
@@ -526,7 +655,10 @@ impl<'a> Supervisor<'a> {
     fn on_crash(&mut self, w: usize, exit: Exit) {
         let slot = &mut self.slots[w];
         let name = slot.worker.name.clone();
+        let killed = slot.killed;
         let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
+        let lost: Vec<usize> = slot.provisional.drain(..).collect();
+        slot.running_since = None;
         if self.out.interrupted {
             return; // killed on purpose; what it finished is kept
         }
@@ -541,26 +673,61 @@ impl<'a> Supervisor<'a> {
             None if slot.collected.is_none() => "before it finished collecting".to_string(),
             None => "between tests".to_string(),
         };
-        self.out.problems.push(format!(
-            "worker {name} crashed ({}) {what}",
-            exit.describe()
-        ));
+        let cause = match (killed, self.options.timeout) {
+            (Some(Kill::Timeout), Some(t)) => format!("timed out after {}", seconds(t)),
+            (Some(Kill::Refused), _) => "was killed: it broke the protocol".to_string(),
+            _ => format!("crashed ({})", exit.describe()),
+        };
+        let message = format!("worker {name} {cause} {what}");
+        if slot.collected.is_none() {
+            self.out.problems.push(message);
+        } else {
+            self.out.crashes.push(message);
+        }
         if let Some(i) = running {
             let nodeid = self.out.run_list[i].clone();
             self.out.crashed.push(nodeid.clone());
+            let report = match (killed, self.options.timeout) {
+                (Some(Kill::Timeout), Some(t)) => timeout_report(&nodeid, &name, t, &output),
+                _ => crash_report(&nodeid, &name, exit, &output),
+            };
+            let line = format!(
+                "{} [{name}]",
+                report.summary_line.as_deref().unwrap_or(&nodeid)
+            );
             self.out.results.push(TestResult {
                 nodeid: nodeid.clone(),
                 worker: w,
-                reports: vec![crash_report(&nodeid, &name, exit, &output)],
+                reports: vec![report],
             });
-            self.ui
-                .line(&format!("ERROR {nodeid} - worker {name} crashed [{name}]"));
+            self.ui.line(&line);
             let cost = self.costs.get(i).copied().unwrap_or(0.0);
             self.ui.finished(w, &nodeid, cost, true);
         } else if !output.is_empty() {
             self.out
                 .warnings
                 .push(format!("last output of worker {name}:\n{output}"));
+        }
+        // Tests it reported but whose fingerprints died with it run again.
+        if !lost.is_empty() {
+            let names: HashSet<&str> = lost
+                .iter()
+                .map(|&i| self.out.run_list[i].as_str())
+                .collect();
+            self.out
+                .results
+                .retain(|r| r.worker != w || !names.contains(r.nodeid.as_str()));
+            self.out
+                .sections
+                .retain(|(nodeid, _, _)| !names.contains(nodeid.as_str()));
+            let cost = lost.iter().filter_map(|&i| self.costs.get(i)).sum();
+            self.ui.run_again(lost.len(), cost);
+            self.ui.line(&format!(
+                "testmon-run: {} test(s) reported by worker {name} run again: their records were lost with it",
+                lost.len()
+            ));
+            self.out.rerun.extend(names.iter().map(|n| n.to_string()));
+            assigned.splice(0..0, lost);
         }
         if let Some(scheduler) = self.scheduler.as_mut() {
             let cost = assigned
@@ -572,15 +739,68 @@ impl<'a> Supervisor<'a> {
                         .unwrap_or(0.0)
                 })
                 .sum();
-            scheduler.requeue(Unit {
-                tests: assigned,
-                cost,
-            });
+            if !assigned.is_empty() {
+                scheduler.requeue(Unit {
+                    tests: assigned,
+                    cost,
+                });
+            }
         }
+        self.maybe_replace(w, killed);
         for other in 0..self.slots.len() {
             self.serve(other);
         }
     }
+
+    /// Starts a worker in place of the one that died, while work is left and restarts are.
+    fn maybe_replace(&mut self, w: usize, killed: Option<Kill>) {
+        let work_left = self.scheduler.as_ref().is_some_and(|s| s.units_left() > 0);
+        if self.stopping || killed == Some(Kill::Refused) || !work_left {
+            return;
+        }
+        let name = self.slots[w].worker.name.clone();
+        if self.out.restarts >= self.options.max_worker_restart {
+            self.out.warnings.push(format!(
+                "worker {name} not replaced: --max-worker-restart {} reached",
+                self.options.max_worker_restart
+            ));
+            return;
+        }
+        let generation = self.slots[w].generation + 1;
+        match (self.spawn)(w, generation) {
+            Ok(worker) => {
+                self.out.restarts += 1;
+                self.out.stems.push(worker.stem.clone());
+                let old = std::mem::replace(&mut self.slots[w], Slot::new(worker, generation));
+                drop(old);
+                self.ui.line(&format!(
+                    "testmon-run: replacing worker {name} ({} of at most {} restarts)",
+                    self.out.restarts, self.options.max_worker_restart
+                ));
+            }
+            Err(err) => self
+                .out
+                .problems
+                .push(format!("replacing worker {name}: {err:#}")),
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+fn timeout_report(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
+    let message = format!(
+        "Timeout: '{nodeid}' ran longer than {} (--timeout); worker '{worker}' was killed",
+        seconds(timeout)
+    );
+    let mut report = crash_report(nodeid, worker, Exit::Signal(9), output);
+    report.text = Some(format!("{message}\nlast output of the worker:\n{output}\n"));
+    report.summary_line = Some(format!("ERROR {nodeid} - {message}"));
+    report.short = vec![format!("ERROR {nodeid} - {message}")];
+    report.message = Some(message);
+    report
 }
 
 fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {

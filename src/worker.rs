@@ -23,10 +23,19 @@ use crate::rundir::WORKER_MODULE;
 /// What one worker needs to start.
 pub struct Spec<'a> {
     pub index: usize,
+    /// Names this worker's files in the run directory: `gw0`, and `gw0.1`, `gw0.2`, ... for
+    /// the workers that replace it.
+    pub stem: String,
+    /// Where the worker's testmon writes fingerprints (RunDir::spool).
+    pub spool: PathBuf,
+    /// Where the worker's pytest writes its JUnit XML (RunDir::junit).
+    pub junit: PathBuf,
     pub count: usize,
     pub command: &'a [OsString],
     pub python_path: &'a Path,
     pub run_dir: &'a Path,
+    /// The run directory's lock, held by every worker too (RunDir::lock_fd).
+    pub lock_fd: std::os::fd::RawFd,
     pub datafile: Option<&'a Path>,
     pub exec_id: Option<i64>,
     pub testrun_uid: &'a str,
@@ -71,6 +80,7 @@ impl Exit {
 /// A running worker: its process group, its end of the socket, its log.
 pub struct Worker {
     pub name: String,
+    pub stem: String,
     child: Child,
     writer: UnixStream,
     pub log: PathBuf,
@@ -81,12 +91,22 @@ pub fn name(index: usize) -> String {
     format!("gw{index}")
 }
 
+/// The file stem of worker `index`'s `generation`-th replacement (0: the first worker).
+pub fn stem(index: usize, generation: u32) -> String {
+    if generation == 0 {
+        name(index)
+    } else {
+        format!("{}.{generation}", name(index))
+    }
+}
+
 impl Worker {
     pub fn spawn(spec: &Spec, events: Sender<Event>) -> Result<Worker> {
         let name = name(spec.index);
         let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
         let their_fd: OwnedFd = theirs.into();
         let raw = their_fd.as_raw_fd();
+        let lock_fd = spec.lock_fd;
         // Appending: with -s the worker's pytest writes its own output to the same log.
         let log = append_log(&spec.log)?;
         let err_log = append_log(&spec.err_log)?;
@@ -95,6 +115,8 @@ impl Worker {
         cmd.env("TESTMON_RUN_DIR", spec.run_dir)
             .env("TESTMON_RUN_WORKER", &name)
             .env("TESTMON_RUN_FD", raw.to_string())
+            .env("TESTMON_RUN_SPOOL", &spec.spool)
+            .env("TESTMON_RUN_JUNIT", &spec.junit)
             .env("PYTEST_XDIST_WORKER", &name)
             .env("PYTEST_XDIST_WORKER_COUNT", spec.count.to_string())
             .env("PYTEST_XDIST_TESTRUNUID", spec.testrun_uid)
@@ -114,14 +136,18 @@ impl Worker {
         } else {
             cmd.env_remove("TESTMON_RUN_COLOR");
         }
-        // SAFETY: only async-signal-safe calls (fcntl, signal) between fork and exec.
+        // SAFETY: only async-signal-safe calls (fcntl, signal, sigprocmask, prctl) between fork
+        // and exec.
         unsafe {
             cmd.pre_exec(move || {
-                let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
-                if flags < 0
-                    || nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
+                for fd in [raw, lock_fd] {
+                    let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                    if flags < 0
+                        || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC)
+                            < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // Whatever we inherited (a background job starts with SIGINT ignored),
                 // workers start with default dispositions: pytest relies on SIGINT.
@@ -137,6 +163,9 @@ impl Worker {
                 let mut empty: nix::libc::sigset_t = std::mem::zeroed();
                 nix::libc::sigemptyset(&mut empty);
                 nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                // A worker whose supervisor dies (kill -9) is interrupted as by Ctrl-C: it
+                // writes what it finished and exits instead of running on.
+                nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGINT);
                 Ok(())
             });
         }
@@ -160,6 +189,7 @@ impl Worker {
             .spawn(move || read_lines(index, reader, &events))?;
         Ok(Worker {
             name,
+            stem: spec.stem.clone(),
             child,
             writer: ours,
             log: spec.log.clone(),

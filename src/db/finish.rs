@@ -69,6 +69,22 @@ pub fn sync_tests(
     Ok(())
 }
 
+/// Marks tests as failed, so that testmon selects them again next time (a test whose worker
+/// crashed or timed out while running it: its record, if any, would say it passed).
+pub fn mark_failed(conn: &mut Connection, env_id: i64, tests: &[String]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut update = tx.prepare(
+            "UPDATE test_execution SET failed = 1 WHERE environment_id = ? AND test_name = ?",
+        )?;
+        for test in tests {
+            update.execute(params![env_id, test])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// testmon's `finish_execution`: the saving statistics, then the vacuum of fingerprints no
 /// test refers to.
 pub fn finish_execution(conn: &mut Connection, env_id: i64, select: bool) -> Result<()> {

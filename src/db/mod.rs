@@ -8,7 +8,7 @@ mod reads;
 mod schema;
 
 pub use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
-pub use finish::{finish_execution, sync_tests, touch_survey_date};
+pub use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
 pub use merge::{merge_spools, Batches};
 pub use open::{open_main, Opened};
 pub use reads::durations;

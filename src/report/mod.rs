@@ -261,6 +261,9 @@ pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
         &outcome.collect_errors,
         style,
     ));
+    for crash in &outcome.crashes {
+        out.push_str(&format!("testmon-run: {crash}\n"));
+    }
     for problem in &outcome.problems {
         out.push_str(&format!("testmon-run: error: {problem}\n"));
     }

@@ -155,6 +155,16 @@ impl Ui {
         self.refresh();
     }
 
+    /// `count` finished tests of expected `cost` seconds will run again (their worker was lost
+    /// before their records were written).
+    pub fn run_again(&mut self, count: usize, cost: f64) {
+        self.done = self.done.saturating_sub(count);
+        if cost.is_finite() && cost > 0.0 {
+            self.done_cost = (self.done_cost - cost).max(0.0);
+        }
+        self.refresh();
+    }
+
     /// Complete line(s) of text to show now (a failure's short form, a -v line, a worker's
     /// output line): above the bar in Bar mode, printed as is in Plain and Silent mode.
     /// Text without a trailing newline gets one.

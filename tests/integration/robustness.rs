@@ -9,6 +9,60 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// A run started with its stdout piped, read until a number of tests passed.
+struct Started {
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+    /// What stdout said so far.
+    seen: Vec<u8>,
+}
+
+/// Starts `builder` and reads its stdout until `count` `PASSED ` lines (`-v`) came.
+fn start_until_passed(builder: &Cmd, count: usize) -> Started {
+    let mut cmd = builder.command();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while passed_lines(&seen).len() < count {
+        let mut buf = [0u8; 64];
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "run ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        assert!(start.elapsed() < TIMEOUT, "no progress");
+    }
+    Started {
+        child,
+        stdout,
+        seen,
+    }
+}
+
+/// The node ids of the `PASSED <nodeid> [gwN]` lines in `-v` output.
+fn passed_lines(seen: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(seen)
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASSED "))
+        .filter_map(|l| l.rsplit_once(" [gw").map(|(id, _)| id.to_string()))
+        .collect()
+}
+
+/// Waits (generously) until no worker of a run under `tmpdir` is alive.
+fn wait_workers_gone(tmpdir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !workers_alive(tmpdir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(workers_alive(tmpdir).is_empty(), "workers left running");
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
 /// Processes whose environment names a run directory under `tmpdir`: our workers.
 fn workers_alive(tmpdir: &Path) -> Vec<u32> {
     let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
@@ -27,7 +81,7 @@ fn workers_alive(tmpdir: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
+fn a_crashed_worker_is_reported_replaced_and_the_rest_is_recorded() {
     for venv in VENVS {
         let project = Project::copy("crash");
         let tmpdir = fresh_tmpdir();
@@ -35,12 +89,8 @@ fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
             .testmon_run(venv, &["-n", "2"], &[])
             .env("TMPDIR", tmpdir.path())
             .run();
-        assert_eq!(
-            run.code(),
-            3,
-            "{venv:?}: a crash is an internal error\n{}",
-            run.output()
-        );
+        // The crash is the test's error; every other test ran: pytest's "tests failed".
+        assert_eq!(run.code(), 1, "{venv:?}\n{}", run.output());
         assert!(
             run.stdout.contains(
                 "crashed while running 'tests/test_crash.py::test_dies' (killed by SIGKILL)"
@@ -49,24 +99,21 @@ fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
             run.output()
         );
         assert!(
+            run.stdout.contains("testmon-run: replacing worker gw"),
+            "{}",
+            run.output()
+        );
+        assert!(
             run.summary().contains("16 passed, 1 error"),
             "{}",
             run.summary()
         );
-        assert_eq!(run.ran.len(), 17, "every test started once: {:?}", run.ran);
-        // Every test has a record: a real fingerprint, or testmon's placeholder for a test
-        // whose data was lost with the crashed worker (its coverage batch was not flushed).
+        assert_eq!(run.ran.len(), 17, "{:?}", run.ran);
+        // Every test that passed has its real fingerprint, those the crashed worker had
+        // not written yet included (they ran again); the crashed test is recorded as failed
+        // or as testmon's placeholder, so the next run selects it.
         let records = dump(&project.datafile());
         let tests = &records["default"];
-        let placeholders: BTreeSet<String> = tests
-            .iter()
-            .filter(|(_, r)| r.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty()))
-            .map(|(name, _)| name.clone())
-            .collect();
-        assert!(
-            placeholders.contains("tests/test_crash.py::test_dies"),
-            "{placeholders:?}"
-        );
         for n in 0..8 {
             for name in ["before", "after"] {
                 let test = format!("tests/test_crash.py::test_{name}[{n}]");
@@ -74,25 +121,104 @@ fn a_crashed_worker_is_reported_and_the_rest_is_recorded() {
                     .get(&test)
                     .unwrap_or_else(|| panic!("{test} not recorded"));
                 assert_eq!(record.failed, Some(0), "{test}");
+                assert!(
+                    record
+                        .fingerprints
+                        .iter()
+                        .any(|(_, fsha, _)| !fsha.is_empty()),
+                    "{venv:?}: {test} has no real fingerprint: {record:?}"
+                );
             }
         }
-        assert!(
-            placeholders.len() < 17,
-            "the surviving worker's tests are recorded: {placeholders:?}"
-        );
         assert!(
             entries(tmpdir.path()).is_empty(),
             "left behind: {:?}",
             entries(tmpdir.path())
         );
         assert!(workers_alive(tmpdir.path()).is_empty());
-        // The next run selects exactly the tests without a real record.
         let again = project
             .testmon_run(venv, &["-n", "2"], &[])
             .env("TMPDIR", tmpdir.path())
             .run();
-        assert_eq!(again.ran, placeholders, "{}", again.output());
+        let expected: BTreeSet<String> = ["tests/test_crash.py::test_dies".to_string()].into();
+        assert_eq!(again.ran, expected, "{}", again.output());
     }
+}
+
+#[test]
+fn a_test_past_timeout_is_an_error_and_its_worker_is_replaced() {
+    let venv = Venv::Testmon22;
+    let project = Project::copy("faulty");
+    let tmpdir = fresh_tmpdir();
+    let run = project
+        .testmon_run(venv, &["-n", "2", "--timeout", "3"], &[])
+        .env("TMPDIR", tmpdir.path())
+        .env("FAULTY_HANG", "1")
+        .run();
+    assert_eq!(run.code(), 1, "{}", run.output());
+    assert!(
+        run.stdout.contains(
+            "ERROR tests/test_faulty.py::test_hang - Timeout: 'tests/test_faulty.py::test_hang' \
+             ran longer than 3s (--timeout); worker 'gw"
+        ),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.summary().contains("27 passed, 1 error"),
+        "{}",
+        run.summary()
+    );
+    assert!(workers_alive(tmpdir.path()).is_empty());
+    assert!(
+        entries(tmpdir.path()).is_empty(),
+        "{:?}",
+        entries(tmpdir.path())
+    );
+    // Recorded as failed: selected again, and nothing else.
+    let again = project
+        .testmon_run(venv, &["-n", "2"], &[])
+        .env("TMPDIR", tmpdir.path())
+        .run();
+    assert_eq!(again.code(), 0, "{}", again.output());
+    let expected: BTreeSet<String> = ["tests/test_faulty.py::test_hang".to_string()].into();
+    assert_eq!(again.ran, expected, "{}", again.output());
+}
+
+#[test]
+fn crashes_past_max_worker_restart_leave_tests_not_run_and_exit_3() {
+    let venv = Venv::Testmon22;
+    let project = Project::copy("faulty");
+    let tmpdir = fresh_tmpdir();
+    let run = project
+        .testmon_run(venv, &["-n", "2", "--max-worker-restart", "1"], &[])
+        .env("TMPDIR", tmpdir.path())
+        .env("FAULTY_CRASH", "1")
+        .run();
+    assert_eq!(run.code(), 3, "{}", run.output());
+    assert!(
+        run.stdout
+            .contains("not replaced: --max-worker-restart 1 reached"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        run.stdout.matches("testmon-run: replacing worker").count(),
+        1,
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains("tests were not run:"),
+        "{}",
+        run.output()
+    );
+    assert!(workers_alive(tmpdir.path()).is_empty());
+    assert!(
+        entries(tmpdir.path()).is_empty(),
+        "{:?}",
+        entries(tmpdir.path())
+    );
 }
 
 #[test]
@@ -124,28 +250,11 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
         // -v: a line per finished test to wait for.
         let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
         builder.env("TMPDIR", tmpdir.path());
-        let mut cmd = builder.command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        // Wait until a few tests have passed, then interrupt.
-        let mut seen = Vec::new();
-        let start = Instant::now();
-        let passed_lines = |seen: &[u8]| {
-            String::from_utf8_lossy(seen)
-                .lines()
-                .filter(|l| l.starts_with("PASSED "))
-                .count()
-        };
-        while passed_lines(&seen) < 4 {
-            let mut buf = [0u8; 64];
-            let n = stdout.read(&mut buf).unwrap();
-            assert!(n > 0, "run ended early: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-            assert!(start.elapsed() < TIMEOUT, "no progress");
-        }
+        let Started {
+            mut child,
+            mut stdout,
+            seen,
+        } = start_until_passed(&builder, 4);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -216,4 +325,181 @@ fn the_same_tests_in_another_order_run_without_a_warning() {
         assert_eq!(run.ran.len(), 12, "{:?}", run.ran);
         assert!(run.summary().contains("12 passed"), "{}", run.summary());
     }
+}
+
+/// Waits for a child with a deadline; a child still running then is killed and the test fails.
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A process's state letter from /proc (R, S, T, Z, ...); None when it is gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
+    for venv in VENVS {
+        let project = Project::copy("slow");
+        let tmpdir = fresh_tmpdir();
+        let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
+        builder.env("TMPDIR", tmpdir.path());
+        let Started {
+            mut child, seen, ..
+        } = start_until_passed(&builder, 4);
+        assert!(!workers_alive(tmpdir.path()).is_empty());
+        signal(&child, nix::sys::signal::Signal::SIGKILL);
+        child.wait().unwrap();
+        let reported = passed_lines(&seen);
+        // Its workers notice and end by themselves; the run directory stays behind.
+        wait_workers_gone(tmpdir.path());
+        assert_eq!(
+            entries(tmpdir.path()).len(),
+            1,
+            "{:?}",
+            entries(tmpdir.path())
+        );
+        let again = project
+            .testmon_run(venv, &["-n", "2"], &[])
+            .env("TMPDIR", tmpdir.path())
+            .run();
+        assert_eq!(again.code(), 0, "{venv:?}: {}", again.output());
+        assert!(
+            again.stderr.lines().any(|l| {
+                l.starts_with("testmon-run: recovered ")
+                    && l.contains("and removed its run directory")
+            }),
+            "{venv:?}: {}",
+            again.output()
+        );
+        // Nothing reported as passed before the kill was lost: none of it runs again.
+        let rerun: Vec<&String> = again.ran.intersection(&reported).collect();
+        assert!(
+            rerun.is_empty(),
+            "{venv:?}: ran again: {rerun:?}\n{}",
+            again.output()
+        );
+        assert_eq!(
+            again.ran.len() + reported.len(),
+            24,
+            "{venv:?}: {}",
+            again.output()
+        );
+        assert!(
+            entries(tmpdir.path()).is_empty(),
+            "{:?}",
+            entries(tmpdir.path())
+        );
+        let conn = rusqlite::Connection::open(project.datafile()).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+}
+
+#[test]
+fn ctrl_z_stops_the_workers_too_and_fg_resumes_the_run() {
+    let venv = Venv::Testmon22;
+    let project = Project::copy("slow");
+    let tmpdir = fresh_tmpdir();
+    let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
+    builder.env("TMPDIR", tmpdir.path());
+    let Started {
+        mut child,
+        mut stdout,
+        seen,
+    } = start_until_passed(&builder, 2);
+    let workers = workers_alive(tmpdir.path());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    signal(&child, nix::sys::signal::Signal::SIGTSTP);
+    let pid = child.id();
+    wait_for("everything stopped", || {
+        std::iter::once(pid)
+            .chain(workers.iter().copied())
+            .all(|p| proc_state(p) == Some('T'))
+    });
+    // Stopped, they stay stopped: no test ends meanwhile.
+    std::thread::sleep(Duration::from_millis(700));
+    for &p in &workers {
+        assert_eq!(proc_state(p), Some('T'), "worker {p}");
+    }
+    signal(&child, nix::sys::signal::Signal::SIGCONT);
+    wait_for("the workers running again", || {
+        workers.iter().all(|&p| proc_state(p) != Some('T'))
+    });
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = wait_with_deadline(&mut child, TIMEOUT);
+    let output = format!("{}{rest}", String::from_utf8_lossy(&seen));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("24 passed"), "{output}");
+}
+
+#[test]
+fn workers_deaf_to_ctrl_c_are_killed_after_the_grace_period() {
+    let venv = Venv::Testmon22;
+    let project = Project::copy("faulty");
+    let tmpdir = fresh_tmpdir();
+    let mut builder =
+        project.testmon_run(venv, &["-n", "1", "--grace-period", "2"], &["-k", "deaf"]);
+    builder.env("TMPDIR", tmpdir.path()).env("FAULTY_DEAF", "1");
+    let mut cmd = builder.command();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // The test has started once its worker ignores SIGINT (bit 2 of SigIgn).
+    let ignores_sigint = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigIgn:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & 0b10 != 0)
+    };
+    wait_for("the deaf test", || {
+        workers_alive(tmpdir.path()).into_iter().any(ignores_sigint)
+    });
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    // Without the grace period the test would sleep ten minutes.
+    let status = wait_with_deadline(&mut child, TIMEOUT);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(workers_alive(tmpdir.path()).is_empty());
+    assert!(
+        entries(tmpdir.path()).is_empty(),
+        "{:?}",
+        entries(tmpdir.path())
+    );
 }

@@ -1,0 +1,263 @@
+//! Run directories left behind by a supervisor that was killed (kill -9, a crash, a power
+//! cut of the terminal): the next run on the same datafile merges their spools, so no test
+//! its workers finished is lost, and removes them.
+//!
+//! A directory is stale when the process that created it (its name holds the pid) is gone
+//! and nobody holds its lock: the supervisor and every worker hold it while they run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::db::{self, EnvironmentRow};
+use crate::probe::Testmon;
+use crate::record;
+use crate::rundir::{self, COLLECTED, LOCK, PREFIX};
+
+/// What a stale directory is to this run.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// It recorded into our datafile: merge its spools, then remove it.
+    Merge,
+    /// Nothing to merge (killed before its plan, or testmon was off): remove it.
+    Remove,
+    /// Another project's: its own next run will recover it.
+    Leave,
+}
+
+/// Recovers every stale run directory in `base` that recorded into `tm`'s datafile; returns
+/// one line per directory handled, for the user.
+pub fn recover(base: &Path, tm: &Testmon) -> Vec<String> {
+    let mut lines = Vec::new();
+    for dir in stale_dirs(base) {
+        let line = match recover_one(&dir, tm) {
+            Ok(None) => continue,
+            Ok(Some(line)) => line,
+            Err(err) => format!(
+                "testmon-run: could not recover the interrupted run in {}: {err:#}",
+                dir.display()
+            ),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
+    // Held from here on: no other run recovers it at the same time.
+    let lock = fs::OpenOptions::new().append(true).open(dir.join(LOCK));
+    let _lock = match lock {
+        Ok(file) => match rundir::try_lock(&file) {
+            Ok(()) => Some(file),
+            Err(_) => return Ok(None), // its workers still run, or another run recovers it
+        },
+        Err(_) if !dir.exists() => return Ok(None), // another run recovered it just now
+        Err(_) => None, // killed before it made its lock
+    };
+    if !dir.exists() {
+        return Ok(None); // recovered by another run between our listing and our lock
+    }
+    let plan = read_plan(dir);
+    let owner = owner_pid(dir).map_or_else(|| "?".to_string(), |p| p.to_string());
+    let fate = match &plan {
+        Some(plan) => fate(plan, tm),
+        None => Fate::Remove,
+    };
+    match fate {
+        Fate::Leave => Ok(None),
+        Fate::Remove => {
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            Ok(Some(format!(
+                "testmon-run: removed the run directory of an interrupted run (pid {owner}): nothing to recover"
+            )))
+        }
+        Fate::Merge => {
+            let env_id = plan.and_then(|p| p.exec_id).unwrap_or_default();
+            let merged = merge(dir, tm, env_id)?;
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            Ok(Some(format!(
+                "testmon-run: recovered {merged} test result(s) from an interrupted run (pid {owner}) and removed its run directory"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StalePlan {
+    testmon: StaleTestmon,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StaleTestmon {
+    active: bool,
+    data_version: Option<i64>,
+    datafile: Option<PathBuf>,
+}
+
+struct Plan {
+    active: bool,
+    data_version: Option<i64>,
+    datafile: Option<PathBuf>,
+    exec_id: Option<i64>,
+}
+
+fn read_plan(dir: &Path) -> Option<Plan> {
+    let text = fs::read(dir.join("plan.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let exec_id = value["testmon"]["exec_id"].as_i64();
+    let plan: StalePlan = serde_json::from_value(value).ok()?;
+    Some(Plan {
+        active: plan.testmon.active,
+        data_version: plan.testmon.data_version,
+        datafile: plan.testmon.datafile,
+        exec_id,
+    })
+}
+
+fn fate(plan: &Plan, tm: &Testmon) -> Fate {
+    let Some(datafile) = plan.datafile.as_deref().filter(|_| plan.active) else {
+        return Fate::Remove;
+    };
+    if same_file(datafile, &tm.datafile) {
+        if plan.data_version == Some(tm.data_version) && plan.exec_id.is_some() {
+            Fate::Merge
+        } else {
+            Fate::Remove // the datafile was replaced since (another testmon data version)
+        }
+    } else if datafile.exists() {
+        Fate::Leave
+    } else {
+        Fate::Remove
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Records the directory's spools (every worker's and replacement's, in name order) as the
+/// run itself would have: with its collection (testmon's sync: tests not run yet get their
+/// placeholder) when it got that far.
+fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
+    let mut spools: Vec<PathBuf> = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("spool-") && n.ends_with(".db"))
+        })
+        .collect();
+    spools.sort();
+    let collected: Collected = fs::read(dir.join(COLLECTED))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default();
+    if spools.is_empty() && collected.sync.is_none() {
+        return Ok(0);
+    }
+    let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
+    let known: i64 = conn.query_row(
+        "SELECT count(*) FROM environment WHERE id = ?",
+        [env_id],
+        |r| r.get(0),
+    )?;
+    drop(conn);
+    if known == 0 {
+        return Ok(0); // its environment is gone from the datafile: nothing to attach to
+    }
+    let env = EnvironmentRow {
+        id: env_id,
+        packages_changed: false,
+    };
+    record::record(
+        tm,
+        env,
+        collected.sync.as_deref(),
+        &collected.run_list,
+        &spools,
+        &[],
+    )
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Collected {
+    sync: Option<Vec<String>>,
+    #[serde(default)]
+    run_list: Vec<String>,
+}
+
+/// Run directories in `base` whose owner is gone and whose lock is free.
+fn stale_dirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| owner_pid(p).is_some_and(|pid| pid != std::process::id() && !alive(pid)))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The pid in a run directory's name (`testmon-run-<pid>-<stamp>`).
+fn owner_pid(dir: &Path) -> Option<u32> {
+    let name = dir.file_name()?.to_str()?;
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, stamp) = rest.split_once('-')?;
+    if stamp.is_empty() || !stamp.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno != nix::errno::Errno::ESRCH,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_from_the_name() {
+        assert_eq!(
+            owner_pid(Path::new("/tmp/testmon-run-1234-18f00a")),
+            Some(1234)
+        );
+        assert_eq!(owner_pid(Path::new("/tmp/testmon-run-1234-")), None);
+        assert_eq!(owner_pid(Path::new("/tmp/testmon-run-x-18f")), None);
+        assert_eq!(owner_pid(Path::new("/tmp/other-1234-18f")), None);
+        assert_eq!(owner_pid(Path::new("/tmp/testmon-run-12-zz")), None);
+    }
+
+    #[test]
+    fn a_locked_directory_is_not_stale_and_a_dead_owners_is() {
+        let base = tempfile::tempdir().unwrap();
+        // pid 0x7fffffff: beyond pid_max, never alive.
+        let dead = base.path().join(format!("{PREFIX}2147483647-abc"));
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join(LOCK), "").unwrap();
+        let mine = base
+            .path()
+            .join(format!("{PREFIX}{}-abc", std::process::id()));
+        fs::create_dir(&mine).unwrap();
+        assert_eq!(stale_dirs(base.path()), vec![dead.clone()]);
+        let held = fs::File::open(dead.join(LOCK)).unwrap();
+        rundir::try_lock(&held).unwrap();
+        let again = fs::File::open(dead.join(LOCK)).unwrap();
+        assert!(rundir::try_lock(&again).is_err(), "the lock is exclusive");
+    }
+}
