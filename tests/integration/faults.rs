@@ -579,10 +579,17 @@ fn differences(datafile: &Path, venv: Venv) -> String {
     };
     let differ: Vec<String> = theirs
         .iter()
-        .filter(|(test, record)| ours.get(*test) != Some(record))
-        .map(|(test, record)| match ours.get(test) {
-            None => format!("{test}: missing"),
-            Some(mine) => format!("{test}: {mine:?}, single-process: {record:?}"),
+        .filter_map(|(test, record)| {
+            let why = match ours.get(test) {
+                None => "missing",
+                Some(mine) if mine == record => return None,
+                Some(mine) if mine.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty()) => {
+                    "testmon's placeholder"
+                }
+                Some(mine) if mine.failed != record.failed => "failed flag",
+                Some(_) => "fingerprints",
+            };
+            Some(format!("{test} ({why})"))
         })
         .collect();
     let extra = ours.keys().filter(|t| !theirs.contains_key(*t)).count();
@@ -640,7 +647,7 @@ fn converge(project: &Project, venv: Venv, tmpdir: &Path, what: &str, check_firs
     );
 }
 
-/// kill -9 of a worker: its test is reported as crashed, a replacement runs the rest, exit 3.
+/// kill -9 of a worker: its test is reported as crashed, a replacement runs the rest.
 fn worker_killed(case: &mut Case) {
     let venv = case.venv;
     let all = all_tests(venv);
@@ -682,28 +689,44 @@ fn worker_killed(case: &mut Case) {
     let what = format!("{} ({venv:?}, {victim} killed at {moment})", case.name);
     let crashed = run.crashed();
     println!("  {}, crashed: {crashed:?}", run.describe());
+    assert!(crashed.len() <= 1, "{what}: {crashed:?}\n{}", run.output());
+    // The exit code (README, "When things go wrong"): the crashed test is an error (1); a
+    // worker lost before it collected is an internal error (3); a worker killed between
+    // tests (its reported tests run again) leaves no error (0).
+    let expected = match crashed.iter().next() {
+        Some(test) => {
+            assert!(
+                run.stdout.iter().any(|l| l.contains(&format!(
+                    "worker '{victim}' crashed while running '{test}' (killed by SIGKILL)"
+                ))),
+                "{what}: the crash names the worker and the signal\n{}",
+                run.output()
+            );
+            1
+        }
+        None if run.output().contains(&format!(
+            "worker {victim} crashed (killed by SIGKILL) before it finished collecting"
+        )) =>
+        {
+            3
+        }
+        None => {
+            assert!(
+                run.output().contains(&format!(
+                    "worker {victim} crashed (killed by SIGKILL) between tests"
+                )),
+                "{what}: the crash is reported\n{}",
+                run.output()
+            );
+            0
+        }
+    };
     assert_eq!(
         run.code,
-        Some(3),
-        "{what}: a crash is an internal error\n{}",
+        Some(expected),
+        "{what}: exit code\n{}",
         run.output()
     );
-    assert!(crashed.len() <= 1, "{what}: {crashed:?}\n{}", run.output());
-    match crashed.iter().next() {
-        Some(test) => assert!(
-            run.stdout.iter().any(|l| l.contains(&format!(
-                "worker '{victim}' crashed while running '{test}' (killed by SIGKILL)"
-            ))),
-            "{what}: the crash names the worker and the signal\n{}",
-            run.output()
-        ),
-        // Killed while no test was running (collecting): named as crashed all the same.
-        None => assert!(
-            run.output().contains(&format!("{victim} crashed")),
-            "{what}: the crash is reported\n{}",
-            run.output()
-        ),
-    }
     let passed = run.passed();
     let missing: Vec<&String> = all
         .iter()
@@ -803,13 +826,40 @@ fn supervisor_killed(case: &mut Case) {
     let before = run.passed();
     converge(&project, venv, tmpdir.path(), &what, &|first| {
         let step = format!("{what}, the run after");
-        if !left.is_empty() {
+        // "testmon-run: recovered 12 test result(s) from an interrupted run (pid 4242) and
+        // removed its run directory"; or, killed before any result, "testmon-run: removed the
+        // run directory of an interrupted run (pid 4242): nothing to recover".
+        let recovered: Option<usize> = first.stderr.lines().find_map(|l| {
+            l.strip_prefix("testmon-run: recovered ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        });
+        println!("  the run after: {recovered:?} test results recovered");
+        if !before.is_empty() {
+            let n = recovered.unwrap_or_else(|| {
+                panic!(
+                    "{step}: says it recovered the {} tests reported before the kill\n{}",
+                    before.len(),
+                    first.output()
+                )
+            });
             assert!(
-                first
-                    .stderr
-                    .lines()
-                    .any(|l| l.starts_with("testmon-run: recovered")),
-                "{step}: says it recovered the run directory\n{}",
+                n >= before.len(),
+                "{step}: recovered {n} results, {} tests were reported before the kill\n{}",
+                before.len(),
+                first.output()
+            );
+        } else if !left.is_empty() {
+            assert!(
+                recovered.is_some()
+                    || first.stderr.lines().any(|l| {
+                        l.starts_with(
+                            "testmon-run: removed the run directory of an interrupted run",
+                        )
+                    }),
+                "{step}: says what it did with the run directory left behind\n{}",
                 first.output()
             );
         }
