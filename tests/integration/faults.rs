@@ -410,12 +410,25 @@ impl Finished {
     }
 
     fn describe(&self) -> String {
+        let mut by_worker = std::collections::BTreeMap::<&str, usize>::new();
+        for line in &self.stdout {
+            if passed_test(line).is_some() {
+                let worker = line.rsplit_once(" [").map_or("", |(_, w)| w);
+                *by_worker.entry(worker.trim_end_matches(']')).or_default() += 1;
+            }
+        }
+        let by_worker: Vec<String> = by_worker.iter().map(|(w, n)| format!("{w}: {n}")).collect();
         format!(
-            "exit {:?}, signal {:?}, {} PASSED lines ({} tests), {:.1}s",
+            "exit {:?}, signal {:?}, {} PASSED lines ({} tests{}), {:.1}s",
             self.code,
             self.signal,
             self.passed_lines(),
             self.passed().len(),
+            if by_worker.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", by_worker.join(", "))
+            },
             self.secs
         )
     }
@@ -771,6 +784,15 @@ fn supervisor_interrupted(case: &mut Case) {
     let what = format!("{} ({venv:?}, SIGINT at {moment})", case.name);
     println!("  {}", run.describe());
     assert_eq!(run.code, Some(2), "{what}: interrupted\n{}", run.output());
+    // Every worker collects the same tests here: a warning means a collection cut short by
+    // the interrupt was taken for a real one (logged, not asserted: it depends on timing).
+    if let Some(warning) = run
+        .stdout
+        .iter()
+        .find(|l| l.contains("collected different tests"))
+    {
+        println!("  NOTE: {warning}");
+    }
     assert_integrity(&project.datafile(), &what);
     if project.datafile().exists() {
         println!("  {}", differences(&project.datafile(), venv));
@@ -816,6 +838,9 @@ fn supervisor_killed(case: &mut Case) {
     );
     let left = run_dirs(tmpdir.path());
     println!("  left behind: {left:?}");
+    for dir in &left {
+        println!("  {}", spools(&tmpdir.path().join(dir)));
+    }
     if matches!(moment, Moment::Passed { .. }) {
         assert_eq!(
             left.len(),
@@ -872,6 +897,30 @@ fn supervisor_killed(case: &mut Case) {
         );
         assert_recorded(&project.datafile(), &before, &step);
     });
+}
+
+/// For the log: the tests in each spool of a run directory (read-only; errors shown).
+fn spools(dir: &Path) -> String {
+    let mut out = Vec::new();
+    for name in entries(dir) {
+        if !(name.starts_with("spool-") && name.ends_with(".db")) {
+            continue;
+        }
+        let count = rusqlite::Connection::open_with_flags(
+            dir.join(&name),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| {
+            c.query_row("SELECT count(*) FROM test_execution", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+        match count {
+            Ok(n) => out.push(format!("{name}: {n} tests")),
+            Err(e) => out.push(format!("{name}: {e}")),
+        }
+    }
+    format!("spools: {}", out.join(", "))
 }
 
 /// Two runs at once on the same project and TMPDIR: both complete, both recorded.
