@@ -113,6 +113,7 @@ def pytest_cmdline_main(config):
         "testmon": testmon_facts(config),
         "stream": streams_output(config),
         "junitxml": junit_path(option),
+        "junit_prefix": getattr(option, "junitprefix", None),
         "reportchars": report_chars(config),
         "tbstyle": str(getattr(option, "tbstyle", "auto")),
         "durations": getattr(option, "durations", None),

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -46,14 +47,23 @@ class SupervisorGone(Exception):
 
 
 class Channel:
-    """JSON lines over the socket the supervisor handed us (TESTMON_RUN_FD)."""
+    """JSON lines over the socket the supervisor handed us (TESTMON_RUN_FD). Only the
+    process that opened it talks on it: a child forked by a test that goes on running the
+    session (instead of exiting) ends quietly the first time it would talk or write the spool,
+    as it would otherwise mix its messages and records with the worker's."""
 
     def __init__(self, fd):
         os.set_inheritable(fd, False)  # a test's subprocesses must not hold it open
         self.sock = socket.socket(fileno=fd)
         self.rfile = self.sock.makefile("rb")
+        self.pid = os.getpid()
+
+    def owner_only(self):
+        if os.getpid() != self.pid:
+            os._exit(0)  # pylint: disable=protected-access
 
     def send(self, msg):
+        self.owner_only()
         data = (json.dumps(msg, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
         try:
             self.sock.sendall(data)
@@ -61,6 +71,7 @@ class Channel:
             raise SupervisorGone(str(exc)) from None
 
     def recv(self):
+        self.owner_only()
         try:
             line = self.rfile.readline()
         except OSError as exc:
@@ -190,6 +201,7 @@ class Worker:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
         config = session.config
+        FingerprintGuard.install(config)
         cache = getattr(config, "cache", None)
         if cache is not None:
             self.lastfailed_before = dict(cache.get("cache/lastfailed", {}))
@@ -198,10 +210,20 @@ class Worker:
             def set_value(key, value):
                 if key in MERGED_CACHE_KEYS:
                     self.cache_values[key] = value
+                elif key == "cache/nodeids" and self.name != "gw0":
+                    pass  # every worker collected the same: one writes it (and warns, if it can't)
                 else:
                     original_set(key, value)
 
+            def warn(fmt, *, _ispytest=False, **args):
+                """Cache.warn, one frame further out: the warning is located where pytest
+                locates it, at the caller of cache.set, not at set_value."""
+                from _pytest.warning_types import PytestCacheWarning  # pylint: disable=import-outside-toplevel
+
+                warnings.warn(PytestCacheWarning(fmt.format(**args) if args else fmt), config.hook, stacklevel=4)
+
             cache.set = set_value
+            cache.warn = warn
         # xdist's fixtures read config.workerinput, which a worker of ours has not: these
         # (registered last, so they win) give the values xdist's workers give.
         config.pluginmanager.register(XdistFixtures(), "testmon_run_xdist_fixtures")
@@ -397,8 +419,15 @@ class Worker:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
         result = yield
+        self.channel.owner_only()
         self.close_spool()
         try:
+            # A test whose teardown never reported because pytest failed itself
+            # (INTERNALERROR): the reports it has.
+            pending = self.reports.items() if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR else ()
+            for nodeid, reports in list(pending):
+                self.channel.send({"t": "result", "nodeid": nodeid, "reports": reports, "durable": False})
+            self.reports.clear()
             self.channel.send(
                 {
                     "t": "finished",
@@ -481,6 +510,101 @@ def testmon_message(config, data):
         )
     except Exception:  # pylint: disable=broad-except
         return None
+
+
+class FingerprintGuard:
+    """testmon's ``get_tests_fingerprints``, safe per test: a testmon failure on one test's data
+    must not sink the run.
+
+    testmon computes a batch of tests' fingerprints in one call, and a single test's data can
+    make it raise: testmon 2.1.4 and 2.2.0 raise IndexError (``SourceTree.get_file``,
+    ``filename.rsplit(".", 1)[1]``) on a traced file without an extension, such as a jinja2
+    template compiled with its own file name. The exception would end the session with an
+    INTERNALERROR and lose the whole batch. Here a failing batch is computed again test by
+    test; a test that still fails keeps its record (outcome, duration) but its fingerprints
+    are dropped for testmon's own placeholder (``0match`` on its home file, what testmon's
+    sync gives a new test), so the next run selects it again, and a warning in pytest's
+    warnings summary names the test and the file.
+    """
+
+    class TestmonRunWarning(UserWarning):
+        pass
+
+    def __init__(self, config, compute):
+        self.config = config
+        self.compute = compute  # testmon's own method, bound to its TestmonData
+
+    @classmethod
+    def install(cls, config):
+        data = getattr(config, "testmon_data", None)
+        if data is not None and not isinstance(data.get_tests_fingerprints, cls):
+            data.get_tests_fingerprints = cls(config, data.get_tests_fingerprints)
+
+    def __call__(self, nodes_files_lines, reports):
+        try:
+            return self.compute(nodes_files_lines, reports)
+        except Exception:  # pylint: disable=broad-except
+            pass  # one test's data, or more: find whose, test by test
+        out = {}
+        for test, files in nodes_files_lines.items():
+            try:
+                out.update(self.compute({test: files}, reports))
+            except Exception as exc:  # pylint: disable=broad-except
+                out.update(self.drop(test, files, reports, exc))
+        return out
+
+    def drop(self, test, files, reports, exc):
+        """The test's record without fingerprints, and the warning; no record at all when
+        even that fails or the test has no Python home file to hold the placeholder."""
+        from testmon.process_code import methods_to_checksums  # pylint: disable=import-outside-toplevel
+
+        failures = []
+        for filename, lines in files.items():
+            try:
+                self.compute({test: {filename: lines}}, reports)
+            except Exception as file_exc:  # pylint: disable=broad-except
+                failures.append((filename, file_exc))
+        home = test.split("::", 1)[0]
+        try:
+            record = self.compute({test: {}}, reports)
+            record[test]["deps"] = [
+                {
+                    "filename": home,
+                    "mtime": None,
+                    "fsha": None,
+                    "method_checksums": methods_to_checksums(["0match"]),
+                }
+            ]
+        except Exception as record_exc:  # pylint: disable=broad-except
+            record, failures = {}, [(None, record_exc)]
+        if not home.endswith(".py"):
+            record = {}  # testmon's sync places placeholders on .py files only
+        self.warn(test, failures or [(None, exc)])
+        return record
+
+    def warn(self, test, failures):
+        """pytest's own warning record, as its warnings plugin makes one for a warning in a
+        test, but never turned into an error by ``-W error``/``filterwarnings = error``."""
+        import warnings  # pylint: disable=import-outside-toplevel
+
+        where = ", ".join(name for name, _ in failures if name) or "its data"
+        errors = "; ".join(f"{type(e).__name__}: {e}" for _, e in failures)
+        text = (
+            f"testmon failed on {where} computing the fingerprints of {test} ({errors}): "
+            "they are dropped, so testmon selects the test again next run"
+        )
+        tb = failures[0][1].__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        message = warnings.WarningMessage(
+            self.TestmonRunWarning(text),
+            self.TestmonRunWarning,
+            tb.tb_frame.f_code.co_filename if tb else __file__,
+            tb.tb_lineno if tb else 0,
+        )
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs={"warning_message": message, "nodeid": test, "when": "runtest", "location": None}
+        )
 
 
 def warning_list(config):
@@ -579,6 +703,7 @@ def make_worker_db(worker, tm):
             }
 
         def insert_test_file_fps(self, tests_deps_n_outcomes, exec_id=None):
+            worker.channel.owner_only()
             worker.open_spool(tm).insert_test_file_fps(tests_deps_n_outcomes, exec_id)
 
         def write_attribute(self, *_args, **_kwargs):

@@ -241,6 +241,9 @@ mod tests {
             summary: vec![("passed".into(), 1)],
             phases: Phases::default(),
             tests: tests(&outcome, &["gw0".into(), "gw1".into()]),
+            worker_restarts: 1,
+            crashes: vec!["worker gw0 crashed (killed by SIGKILL) while running t.py::x".into()],
+            not_run: vec![],
         };
         write(&path, &report).unwrap();
         let value: serde_json::Value =
@@ -250,5 +253,8 @@ mod tests {
         assert_eq!(value["deselected"], 3);
         assert_eq!(value["summary"][0][0], "passed");
         assert!(value["phases"]["merge"].is_number());
+        assert_eq!(value["worker_restarts"], 1);
+        assert!(value["crashes"][0].as_str().unwrap().contains("crashed"));
+        assert_eq!(value["not_run"], serde_json::json!([]));
     }
 }

@@ -133,7 +133,12 @@ pub fn merge(docs: &[String], order: &[String]) -> Result<String, JunitError> {
 /// Reads the existing worker files among `paths` (missing ones skipped: a crashed worker),
 /// merges, and writes atomically (temp file + rename) to `dest`, creating its parent
 /// directories as pytest does. Returns Ok(false) if no worker file existed.
-pub fn merge_files(paths: &[PathBuf], order: &[String], dest: &Path) -> anyhow::Result<bool> {
+pub fn merge_files(
+    paths: &[PathBuf],
+    extra: Option<String>,
+    order: &[String],
+    dest: &Path,
+) -> anyhow::Result<bool> {
     let mut docs = Vec::new();
     let mut read = Vec::new();
     for path in paths {
@@ -148,6 +153,7 @@ pub fn merge_files(paths: &[PathBuf], order: &[String], dest: &Path) -> anyhow::
             }
         }
     }
+    docs.extend(extra);
     if docs.is_empty() {
         return Ok(false);
     }
@@ -1034,7 +1040,7 @@ mod tests {
         std::fs::write(&gw0, fixture("pytest-9.0.2", "gw0.xml")).unwrap();
         let dest = dir.path().join("out/deeper/report.xml");
         let order = order("pytest-9.0.2");
-        assert!(merge_files(&[gw0.clone(), gw1.clone()], &order, &dest).unwrap());
+        assert!(merge_files(&[gw0.clone(), gw1.clone()], None, &order, &dest).unwrap());
         let got = std::fs::read_to_string(&dest).unwrap();
         assert_eq!(
             got,
@@ -1044,7 +1050,7 @@ mod tests {
 
         // Both workers: the file is replaced, no temporary file is left behind.
         std::fs::write(&gw1, fixture("pytest-9.0.2", "gw1.xml")).unwrap();
-        assert!(merge_files(&[gw0, gw1], &order, &dest).unwrap());
+        assert!(merge_files(&[gw0, gw1], None, &order, &dest).unwrap());
         assert_eq!(
             std::fs::read_to_string(&dest).unwrap(),
             merged("pytest-9.0.2")
@@ -1061,7 +1067,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/report.xml");
         let missing = [dir.path().join("junit-gw0.xml")];
-        assert!(!merge_files(&missing, &[], &dest).unwrap());
+        assert!(!merge_files(&missing, None, &[], &dest).unwrap());
         assert!(!dest.exists());
         assert!(!dest.parent().unwrap().exists());
     }
@@ -1074,7 +1080,7 @@ mod tests {
         std::fs::write(&gw0, fixture("pytest-9.0.2", "gw0.xml")).unwrap();
         std::fs::write(&gw1, "<testsuites><testsuite>").unwrap();
         let dest = dir.path().join("report.xml");
-        let err = merge_files(&[gw0, gw1.clone()], &[], &dest).unwrap_err();
+        let err = merge_files(&[gw0, gw1.clone()], None, &[], &dest).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&gw1.display().to_string()), "{text}");
         assert!(text.contains("not closed"), "{text}");

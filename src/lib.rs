@@ -6,12 +6,14 @@
 pub mod atomic;
 pub mod cli;
 pub mod config_file;
+pub mod crash_report;
 pub mod db;
 pub mod events;
 pub mod exit;
 pub mod header;
 pub mod json_report;
 pub mod junit;
+pub mod junit_lost;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
@@ -188,14 +190,39 @@ pub fn run(config: &Config) -> Result<u8> {
     let junit = match &facts.junitxml {
         Some(dest) => {
             let files: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.junit(n)).collect();
-            junit::merge_files(&files, &outcome.run_list, dest)
+            // Tests of workers that died before writing their document.
+            let lost: std::collections::HashSet<&str> = outcome
+                .cache_orphans
+                .iter()
+                .chain(&outcome.crashed)
+                .map(String::as_str)
+                .collect();
+            let results: Vec<&supervisor::TestResult> = outcome
+                .results
+                .iter()
+                .filter(|r| lost.contains(r.nodeid.as_str()))
+                .collect();
+            let extra = junit_lost::document(&results, facts.junit_prefix.as_deref());
+            junit::merge_files(&files, extra, &outcome.run_list, dest)
                 .map(|_| ())
                 .context("writing the JUnit report")
         }
         None => Ok(()),
     };
-    let cached =
-        pytest_cache::write(&outcome.caches, &outcome.crashed).context("writing pytest's cache");
+    let mut caches = outcome.caches.clone();
+    if !outcome.cache_orphans.is_empty() {
+        let orphans: std::collections::HashSet<&str> =
+            outcome.cache_orphans.iter().map(String::as_str).collect();
+        let results: Vec<&supervisor::TestResult> = outcome
+            .results
+            .iter()
+            .filter(|r| orphans.contains(r.nodeid.as_str()))
+            .collect();
+        let mut share = pytest_cache::share_of(&results);
+        share.dir = caches.first().map(|c| c.dir.clone()).unwrap_or_default();
+        caches.push(share);
+    }
+    let cached = pytest_cache::write(&caches, &outcome.crashed).context("writing pytest's cache");
     let marks = json_report::Marks {
         started,
         probed,
@@ -236,7 +263,10 @@ pub fn run(config: &Config) -> Result<u8> {
         json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
     }
     recorded?;
-    cached?;
+    if let Err(err) = cached {
+        // As pytest, which only warns when it cannot write its cache (a read-only tree).
+        eprintln!("testmon-run: warning: {err:#}");
+    }
     junit?;
     Ok(code)
 }

@@ -34,6 +34,9 @@ pub struct Facts {
     /// Where pytest would write `--junitxml`.
     #[serde(default)]
     pub junitxml: Option<PathBuf>,
+    /// `--junit-prefix`.
+    #[serde(default)]
+    pub junit_prefix: Option<String>,
     #[serde(default = "default_reportchars")]
     pub reportchars: String,
     #[serde(default)]

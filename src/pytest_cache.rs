@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::protocol::CacheReport;
+use crate::supervisor::TestResult;
 
 const LASTFAILED: &str = "v/cache/lastfailed";
 const STEPWISE: &str = "v/cache/stepwise";
@@ -33,6 +34,29 @@ pub fn merged_lastfailed(
         merged.entry(nodeid.clone()).or_insert(Value::Bool(true));
     }
     merged
+}
+
+/// The share of pytest's cache a worker would have sent for these results, had it not died:
+/// pytest's `LFPlugin.pytest_runtest_logreport` rule, report by report.
+pub fn share_of(results: &[&TestResult]) -> CacheReport {
+    let mut share = CacheReport::default();
+    for result in results {
+        let mut failed = None;
+        for report in &result.reports {
+            if (report.when == "call" && report.outcome == "passed") || report.outcome == "skipped"
+            {
+                failed = Some(false);
+            } else if report.outcome == "failed" {
+                failed = Some(true);
+            }
+        }
+        match failed {
+            Some(true) => share.lastfailed_added.push(result.nodeid.clone()),
+            Some(false) => share.lastfailed_removed.push(result.nodeid.clone()),
+            None => {}
+        }
+    }
+    share
 }
 
 /// Writes the merged cache; nothing when no worker had pytest's cache plugin.
@@ -99,6 +123,51 @@ fn to_python_json(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_workers_share_follows_pytests_rule() {
+        use crate::protocol::Report;
+        let result = |nodeid: &str, phases: &[(&str, &str)]| TestResult {
+            nodeid: nodeid.into(),
+            worker: 0,
+            reports: phases
+                .iter()
+                .map(|(when, outcome)| Report {
+                    when: (*when).into(),
+                    outcome: (*outcome).into(),
+                    ..Report::default()
+                })
+                .collect(),
+        };
+        let passed = result(
+            "t.py::p",
+            &[
+                ("setup", "passed"),
+                ("call", "passed"),
+                ("teardown", "passed"),
+            ],
+        );
+        let failed = result(
+            "t.py::f",
+            &[
+                ("setup", "passed"),
+                ("call", "failed"),
+                ("teardown", "passed"),
+            ],
+        );
+        let skipped = result("t.py::s", &[("setup", "skipped"), ("teardown", "passed")]);
+        let teardown_error = result(
+            "t.py::t",
+            &[
+                ("setup", "passed"),
+                ("call", "passed"),
+                ("teardown", "failed"),
+            ],
+        );
+        let share = share_of(&[&passed, &failed, &skipped, &teardown_error]);
+        assert_eq!(share.lastfailed_removed, ["t.py::p", "t.py::s"]);
+        assert_eq!(share.lastfailed_added, ["t.py::f", "t.py::t"]);
+    }
 
     fn report(removed: &[&str], added: &[&str]) -> CacheReport {
         CacheReport {

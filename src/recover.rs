@@ -53,7 +53,7 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
             Err(_) => return Ok(None), // its workers still run, or another run recovers it
         },
         Err(_) if !dir.exists() => return Ok(None), // another run recovered it just now
-        Err(_) => None, // killed before it made its lock
+        Err(_) => None,                             // killed before it made its lock
     };
     if !dir.exists() {
         return Ok(None); // recovered by another run between our listing and our lock

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::cli::Dist;
+use crate::crash_report;
 use crate::events::{Event, SignalEvent};
 use crate::header::Header;
 use crate::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
@@ -68,6 +69,11 @@ pub struct RunOutcome {
     pub restarts: u32,
     /// Tests run again because their worker died before writing their records.
     pub rerun: Vec<String>,
+    /// Tests reported by workers that died before sending their share of pytest's cache.
+    pub cache_orphans: Vec<String>,
+    /// Tests that were running when the run was interrupted and did not finish:
+    /// (node id, worker name).
+    pub cut_short: Vec<(String, String)>,
 }
 
 /// How the run is told and when it stops.
@@ -130,6 +136,8 @@ struct Slot {
     running_since: Option<Instant>,
     killed: Option<Kill>,
     generation: u32,
+    /// Tests it reported: if it dies, its share of pytest's cache dies with it.
+    reported: Vec<String>,
 }
 
 impl Slot {
@@ -149,6 +157,7 @@ impl Slot {
             running_since: None,
             killed: None,
             generation,
+            reported: Vec::new(),
         }
     }
 }
@@ -235,6 +244,12 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
+        let finished: HashSet<&str> = self.out.results.iter().map(|r| r.nodeid.as_str()).collect();
+        let cut_short = std::mem::take(&mut self.out.cut_short);
+        self.out.cut_short = cut_short
+            .into_iter()
+            .filter(|(nodeid, _)| !finished.contains(nodeid.as_str()))
+            .collect();
         // Reported in the run's order, as a single pytest process reports them.
         let position = |nodeid: &str| self.index.get(nodeid).copied().unwrap_or(usize::MAX);
         self.out.results.sort_by_key(|r| position(&r.nodeid));
@@ -246,6 +261,8 @@ impl<'a> Supervisor<'a> {
 
     fn handle(&mut self, event: Event) {
         match event {
+            // A worker killed for breaking the protocol is not listened to any more.
+            Event::Message { worker, .. } if self.slots[worker].killed == Some(Kill::Refused) => {}
             Event::Message { worker, msg } => self.on_message(worker, msg),
             Event::Garbage { worker, detail } => {
                 let name = self.slots[worker].worker.name.clone();
@@ -519,6 +536,7 @@ impl<'a> Supervisor<'a> {
         if let Some(i) = index {
             let slot = &mut self.slots[w];
             slot.assigned.retain(|&a| a != i);
+            slot.reported.push(nodeid.clone());
             if durable {
                 slot.provisional.clear();
             } else {
@@ -565,6 +583,14 @@ impl<'a> Supervisor<'a> {
 
     fn on_interrupt(&mut self) {
         self.interrupts += 1;
+        if self.interrupts == 1 {
+            for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
+                if let Some(&i) = slot.assigned.front() {
+                    let nodeid = self.out.run_list[i].clone();
+                    self.out.cut_short.push((nodeid, slot.worker.name.clone()));
+                }
+            }
+        }
         self.out.interrupted = true;
         self.stopping = true;
         if let Some(s) = self.scheduler.as_mut() {
@@ -646,6 +672,8 @@ impl<'a> Supervisor<'a> {
             slot.done = true;
             if slot.finished.is_none() {
                 self.on_crash(w, exit);
+            } else if slot.finished == Some(i32::from(crate::exit::INTERNAL_ERROR)) {
+                self.requeue_held(w);
             }
             self.maybe_start_schedule();
             self.release_parked();
@@ -658,8 +686,10 @@ impl<'a> Supervisor<'a> {
         let killed = slot.killed;
         let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
         let lost: Vec<usize> = slot.provisional.drain(..).collect();
+        let reported = std::mem::take(&mut slot.reported);
         slot.running_since = None;
         if self.out.interrupted {
+            self.out.cache_orphans.extend(reported);
             return; // killed on purpose; what it finished is kept
         }
         let output = slot.worker.last_output(20);
@@ -674,12 +704,15 @@ impl<'a> Supervisor<'a> {
             None => "between tests".to_string(),
         };
         let cause = match (killed, self.options.timeout) {
-            (Some(Kill::Timeout), Some(t)) => format!("timed out after {}", seconds(t)),
-            (Some(Kill::Refused), _) => "was killed: it broke the protocol".to_string(),
+            (Some(Kill::Timeout), Some(t)) => {
+                format!("timed out after {}", crash_report::seconds(t))
+            }
             _ => format!("crashed ({})", exit.describe()),
         };
         let message = format!("worker {name} {cause} {what}");
-        if slot.collected.is_none() {
+        if killed == Some(Kill::Refused) {
+            // Its problem already says why it was killed.
+        } else if slot.collected.is_none() {
             self.out.problems.push(message);
         } else {
             self.out.crashes.push(message);
@@ -688,8 +721,9 @@ impl<'a> Supervisor<'a> {
             let nodeid = self.out.run_list[i].clone();
             self.out.crashed.push(nodeid.clone());
             let report = match (killed, self.options.timeout) {
-                (Some(Kill::Timeout), Some(t)) => timeout_report(&nodeid, &name, t, &output),
-                _ => crash_report(&nodeid, &name, exit, &output),
+                (Some(Kill::Timeout), Some(t)) => crash_report::timeout(&nodeid, &name, t, &output),
+                (Some(Kill::Refused), _) => crash_report::refused(&nodeid, &name, &output),
+                _ => crash_report::crash(&nodeid, &name, exit, &output),
             };
             let line = format!(
                 "{} [{name}]",
@@ -708,12 +742,18 @@ impl<'a> Supervisor<'a> {
                 .warnings
                 .push(format!("last output of worker {name}:\n{output}"));
         }
-        // Tests it reported but whose fingerprints died with it run again.
+        // Tests it reported but whose fingerprints died with it run again; for the others,
+        // its share of pytest's cache is made from their reports.
+        let names: HashSet<&str> = lost
+            .iter()
+            .map(|&i| self.out.run_list[i].as_str())
+            .collect();
+        self.out.cache_orphans.extend(
+            reported
+                .into_iter()
+                .filter(|nodeid| !names.contains(nodeid.as_str())),
+        );
         if !lost.is_empty() {
-            let names: HashSet<&str> = lost
-                .iter()
-                .map(|&i| self.out.run_list[i].as_str())
-                .collect();
             self.out
                 .results
                 .retain(|r| r.worker != w || !names.contains(r.nodeid.as_str()));
@@ -752,6 +792,23 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// A worker whose pytest ended with an internal error, holding tests it never started:
+    /// they go back to the queue, to a worker that takes its place.
+    fn requeue_held(&mut self, w: usize) {
+        let held: Vec<usize> = self.slots[w].assigned.drain(..).collect();
+        if held.is_empty() || self.stopping || self.out.interrupted {
+            return;
+        }
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            let cost = held.iter().filter_map(|&i| self.costs.get(i)).sum();
+            scheduler.requeue(Unit { tests: held, cost });
+        }
+        self.maybe_replace(w, None);
+        for other in 0..self.slots.len() {
+            self.serve(other);
+        }
+    }
+
     /// Starts a worker in place of the one that died, while work is left and restarts are.
     fn maybe_replace(&mut self, w: usize, killed: Option<Kill>) {
         let work_left = self.scheduler.as_ref().is_some_and(|s| s.units_left() > 0);
@@ -783,43 +840,6 @@ impl<'a> Supervisor<'a> {
                 .problems
                 .push(format!("replacing worker {name}: {err:#}")),
         }
-    }
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
-}
-
-fn timeout_report(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
-    let message = format!(
-        "Timeout: '{nodeid}' ran longer than {} (--timeout); worker '{worker}' was killed",
-        seconds(timeout)
-    );
-    let mut report = crash_report(nodeid, worker, Exit::Signal(9), output);
-    report.text = Some(format!("{message}\nlast output of the worker:\n{output}\n"));
-    report.summary_line = Some(format!("ERROR {nodeid} - {message}"));
-    report.short = vec![format!("ERROR {nodeid} - {message}")];
-    report.message = Some(message);
-    report
-}
-
-fn crash_report(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
-    let message = format!(
-        "worker '{worker}' crashed while running '{nodeid}' ({})",
-        exit.describe()
-    );
-    Report {
-        when: "call".into(),
-        outcome: "failed".into(),
-        category: "error".into(),
-        letter: "E".into(),
-        word: "ERROR".into(),
-        duration: 0.0,
-        head_line: nodeid.into(),
-        text: Some(format!("{message}\nlast output of the worker:\n{output}\n")),
-        message: Some(message.clone()),
-        summary_line: Some(format!("ERROR {nodeid} - {message}")),
-        short: vec![format!("ERROR {nodeid} - {message}")],
     }
 }
 
@@ -898,7 +918,7 @@ mod tests {
 
     #[test]
     fn live_lines_for_v_and_for_failures() {
-        let mut report = crash_report("t.py::x", "gw1", Exit::Signal(9), "");
+        let mut report = crash_report::crash("t.py::x", "gw1", Exit::Signal(9), "");
         report.summary_line = Some("FAILED t.py::x - assert 4 == 5\n +  where 4 = f()".into());
         assert_eq!(
             live_line("t.py::x", &report, "gw1", 0).as_deref(),

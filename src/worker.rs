@@ -237,9 +237,10 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // No worker outlives the supervisor's handle on it.
+        // No worker, nor anything it started in its process group (a test's forked child),
+        // outlives the supervisor's handle on it.
+        self.signal(Signal::SIGKILL);
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(Signal::SIGKILL);
             let _ = self.child.wait();
         }
     }
@@ -283,6 +284,10 @@ fn stream_lines(
 fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
     let mut supervisor_listens = true;
     each_line(stream, |line| {
+        if !line.ends_with(b"\n") {
+            // The worker died in the middle of a message: its exit tells the rest.
+            return false;
+        }
         let text = String::from_utf8_lossy(line);
         let event = match protocol::parse(text.trim_end()) {
             Ok(msg) => Event::Message { worker, msg },

@@ -280,6 +280,11 @@ pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
         // pytest's own wording, plural included.
         out.push_str(&sep('!', &format!("stopping after {n} failures"), width));
     }
+    for (nodeid, worker) in &outcome.cut_short {
+        out.push_str(&format!(
+            "testmon-run: interrupted while running {nodeid} [{worker}]\n"
+        ));
+    }
     if outcome.interrupted {
         out.push_str(&sep('!', "KeyboardInterrupt", width));
     } else if !outcome.collect_errors.is_empty()

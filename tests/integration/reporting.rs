@@ -568,3 +568,30 @@ fn final_line_is_pytests_also_in_colour_and_with_q() {
         }
     }
 }
+
+#[test]
+fn junitxml_keeps_the_tests_of_a_crashed_worker() {
+    let venv = Venv::Testmon22;
+    let project = Project::copy("crash");
+    let xml = project.root.join("report.xml");
+    let junit = format!("--junitxml={}", xml.display());
+    let run = project
+        .testmon_run(venv, &["-n", "2"], &[&junit, "--junit-prefix=pre"])
+        .run();
+    assert_eq!(run.code(), 1, "{}", run.output());
+    let (cases, counts) = junit_cases(venv, &xml);
+    // Every test once: the crashed worker's (made from the reports it sent) and the rest.
+    assert_eq!(cases.len(), 17, "{cases:?}");
+    for (classname, name, outcome) in &cases {
+        assert_eq!(classname, "pre.tests.test_crash", "{cases:?}");
+        let expected = if name == "test_dies" {
+            "error"
+        } else {
+            "passed"
+        };
+        assert_eq!(outcome, expected, "{name}: {cases:?}");
+    }
+    assert_eq!(counts["tests"], "17", "{counts}");
+    assert_eq!(counts["errors"], "1", "{counts}");
+    assert_eq!(counts["failures"], "0", "{counts}");
+}

@@ -266,6 +266,12 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
         let output = format!("{}{rest}", String::from_utf8_lossy(&seen));
         assert_eq!(status.code(), Some(2), "{venv:?}: {output}");
         assert!(output.contains("KeyboardInterrupt"), "{output}");
+        // What was cut short is named (both workers were in a 0.25 s test at the signal).
+        assert!(
+            output
+                .contains("testmon-run: interrupted while running tests/test_slow.py::test_slow["),
+            "{output}"
+        );
         let finished: usize = output
             .lines()
             .last()
