@@ -920,7 +920,16 @@ fn spools(dir: &Path) -> String {
             Err(e) => out.push(format!("{name}: {e}")),
         }
     }
-    format!("spools: {}", out.join(", "))
+    let mut logs = String::new();
+    for name in entries(dir) {
+        if name.ends_with(".log") || name.ends_with(".err") {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = &tail[tail.len().saturating_sub(3)..];
+            logs.push_str(&format!("\n    {name}: {}", tail.join(" | ")));
+        }
+    }
+    format!("spools: {}{logs}", out.join(", "))
 }
 
 /// Two runs at once on the same project and TMPDIR: both complete, both recorded.
