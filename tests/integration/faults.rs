@@ -12,7 +12,7 @@
 //! `TESTMON_RUN_FAULT_ONLY=<case>` (e.g. `sigint#3`) runs one case alone:
 //!
 //!     TESTMON_RUN_FAULT_SEED=0x... TESTMON_RUN_FAULT_ONLY=sigint#3 \
-//!         cargo test --test integration faults -- --nocapture
+//!         cargo test --test integration faults:: -- --nocapture
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -697,7 +697,7 @@ fn worker_killed(case: &mut Case) {
         live.passed(),
         live.elapsed_ms()
     );
-    kill(pid, Signal::SIGKILL).unwrap();
+    kill(pid, Signal::SIGKILL).unwrap_or_else(|e| panic!("{}: kill -9 {victim}: {e}", case.name));
     let run = live.finish();
     let what = format!("{} ({venv:?}, {victim} killed at {moment})", case.name);
     let crashed = run.crashed();
