@@ -8,6 +8,7 @@ mod tty;
 
 mod database;
 mod errors;
+mod faults;
 mod hostile;
 mod isolation;
 mod parity;
