@@ -125,7 +125,10 @@ class Worker:
 
     def gone(self, exc):
         # Whatever testmon holds of the tests reported so far is written (its interrupt path,
-        # which pytest runs for pytest.exit too): the next run recovers the spool.
+        # which pytest runs for pytest.exit too): the next run recovers the spool. A dead
+        # supervisor's parent-death SIGINT, which may come now, must not cut that write short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.interrupted = True
         self.no_next_test()
         pytest.exit(f"testmon-run worker {self.name}: {exc}", returncode=2)
 
