@@ -429,7 +429,8 @@ impl<'a> Supervisor<'a> {
         let Some(queued) = self.slots[w].wants else {
             return;
         };
-        if self.slots[w].shut {
+        // A worker that has ended takes nothing more, whatever it asked before.
+        if self.slots[w].shut || self.slots[w].exit.is_some() || self.slots[w].done {
             return;
         }
         let Some(scheduler) = self.scheduler.as_mut() else {
@@ -685,6 +686,7 @@ impl<'a> Supervisor<'a> {
         let name = slot.worker.name.clone();
         let killed = slot.killed;
         let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
+        slot.wants = None;
         let lost: Vec<usize> = slot.provisional.drain(..).collect();
         let reported = std::mem::take(&mut slot.reported);
         slot.running_since = None;
