@@ -588,8 +588,6 @@ class FingerprintGuard:
     def warn(self, test, failures):
         """pytest's own warning record, as its warnings plugin makes one for a warning in a
         test, but never turned into an error by ``-W error``/``filterwarnings = error``."""
-        import warnings  # pylint: disable=import-outside-toplevel
-
         where = ", ".join(name for name, _ in failures if name) or "its data"
         errors = "; ".join(f"{type(e).__name__}: {e}" for _, e in failures)
         text = (

@@ -191,17 +191,7 @@ pub fn run(config: &Config) -> Result<u8> {
         Some(dest) => {
             let files: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.junit(n)).collect();
             // Tests of workers that died before writing their document.
-            let lost: std::collections::HashSet<&str> = outcome
-                .cache_orphans
-                .iter()
-                .chain(&outcome.crashed)
-                .map(String::as_str)
-                .collect();
-            let results: Vec<&supervisor::TestResult> = outcome
-                .results
-                .iter()
-                .filter(|r| lost.contains(r.nodeid.as_str()))
-                .collect();
+            let results = outcome.results_of(&[&outcome.cache_orphans, &outcome.crashed]);
             let extra = junit_lost::document(&results, facts.junit_prefix.as_deref());
             junit::merge_files(&files, extra, &outcome.run_list, dest)
                 .map(|_| ())
@@ -211,14 +201,7 @@ pub fn run(config: &Config) -> Result<u8> {
     };
     let mut caches = outcome.caches.clone();
     if !outcome.cache_orphans.is_empty() {
-        let orphans: std::collections::HashSet<&str> =
-            outcome.cache_orphans.iter().map(String::as_str).collect();
-        let results: Vec<&supervisor::TestResult> = outcome
-            .results
-            .iter()
-            .filter(|r| orphans.contains(r.nodeid.as_str()))
-            .collect();
-        let mut share = pytest_cache::share_of(&results);
+        let mut share = pytest_cache::share_of(&outcome.results_of(&[&outcome.cache_orphans]));
         share.dir = caches.first().map(|c| c.dir.clone()).unwrap_or_default();
         caches.push(share);
     }

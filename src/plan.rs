@@ -28,7 +28,8 @@ pub struct PlanTestmon {
     pub data_version: Option<i64>,
     pub datafile: Option<PathBuf>,
     /// The environment row (also in TESTMON_RUN_EXEC_ID); read back when a killed run's
-    /// spools are recovered.
+    /// spools are recovered (absent from plans of older builds).
+    #[serde(default)]
     pub exec_id: Option<i64>,
 }
 

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::db::{self, EnvironmentRow};
+use crate::plan::{Plan, PlanTestmon};
 use crate::probe::Testmon;
 use crate::record;
-use crate::rundir::{self, COLLECTED, LOCK, PREFIX};
+use crate::rundir::{self, COLLECTED, LOCK, PLAN, PREFIX};
 
 /// What a stale directory is to this run.
 #[derive(Debug, PartialEq, Eq)]
 enum Fate {
-    /// It recorded into our datafile: merge its spools, then remove it.
-    Merge,
+    /// It recorded into our datafile, under this environment row: merge its spools, then
+    /// remove it.
+    Merge(i64),
     /// Nothing to merge (killed before its plan, or testmon was off): remove it.
     Remove,
     /// Another project's: its own next run will recover it.
@@ -58,12 +60,8 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
     if !dir.exists() {
         return Ok(None); // recovered by another run between our listing and our lock
     }
-    let plan = read_plan(dir);
     let owner = owner_pid(dir).map_or_else(|| "?".to_string(), |p| p.to_string());
-    let fate = match &plan {
-        Some(plan) => fate(plan, tm),
-        None => Fate::Remove,
-    };
+    let fate = read_plan(dir).map_or(Fate::Remove, |plan| fate(&plan, tm));
     match fate {
         Fate::Leave => Ok(None),
         Fate::Remove => {
@@ -72,8 +70,7 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
                 "testmon-run: removed the run directory of an interrupted run (pid {owner}): nothing to recover"
             )))
         }
-        Fate::Merge => {
-            let env_id = plan.and_then(|p| p.exec_id).unwrap_or_default();
+        Fate::Merge(env_id) => {
             let merged = merge(dir, tm, env_id)?;
             fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
             Ok(Some(format!(
@@ -83,47 +80,23 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct StalePlan {
-    testmon: StaleTestmon,
+/// The plan the killed run wrote, read with the type it was written with.
+fn read_plan(dir: &Path) -> Option<PlanTestmon> {
+    let text = fs::read(dir.join(PLAN)).ok()?;
+    serde_json::from_slice::<Plan>(&text)
+        .ok()
+        .map(|plan| plan.testmon)
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct StaleTestmon {
-    active: bool,
-    data_version: Option<i64>,
-    datafile: Option<PathBuf>,
-}
-
-struct Plan {
-    active: bool,
-    data_version: Option<i64>,
-    datafile: Option<PathBuf>,
-    exec_id: Option<i64>,
-}
-
-fn read_plan(dir: &Path) -> Option<Plan> {
-    let text = fs::read(dir.join("plan.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let exec_id = value["testmon"]["exec_id"].as_i64();
-    let plan: StalePlan = serde_json::from_value(value).ok()?;
-    Some(Plan {
-        active: plan.testmon.active,
-        data_version: plan.testmon.data_version,
-        datafile: plan.testmon.datafile,
-        exec_id,
-    })
-}
-
-fn fate(plan: &Plan, tm: &Testmon) -> Fate {
+fn fate(plan: &PlanTestmon, tm: &Testmon) -> Fate {
     let Some(datafile) = plan.datafile.as_deref().filter(|_| plan.active) else {
         return Fate::Remove;
     };
     if same_file(datafile, &tm.datafile) {
-        if plan.data_version == Some(tm.data_version) && plan.exec_id.is_some() {
-            Fate::Merge
-        } else {
-            Fate::Remove // the datafile was replaced since (another testmon data version)
+        match plan.exec_id {
+            Some(env_id) if plan.data_version == Some(tm.data_version) => Fate::Merge(env_id),
+            // The datafile was replaced since (another testmon data version).
+            _ => Fate::Remove,
         }
     } else if datafile.exists() {
         Fate::Leave

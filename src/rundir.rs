@@ -23,6 +23,8 @@ const WORKER_SOURCE: &str = include_str!("../python/worker.py");
 pub const PREFIX: &str = "testmon-run-";
 pub const LOCK: &str = "lock";
 pub const COLLECTED: &str = "collected.json";
+/// The plan workers read (python/worker.py opens it by this name).
+pub const PLAN: &str = "plan.json";
 
 pub struct RunDir {
     path: PathBuf,
@@ -94,7 +96,7 @@ impl RunDir {
     }
 
     pub fn plan_path(&self) -> PathBuf {
-        self.path.join("plan.json")
+        self.path.join(PLAN)
     }
 
     pub fn spool(&self, worker: &str) -> PathBuf {

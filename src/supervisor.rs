@@ -76,6 +76,21 @@ pub struct RunOutcome {
     pub cut_short: Vec<(String, String)>,
 }
 
+impl RunOutcome {
+    /// The results of the tests named in any of `lists`, in the run's order.
+    pub fn results_of(&self, lists: &[&[String]]) -> Vec<&TestResult> {
+        let wanted: HashSet<&str> = lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(String::as_str)
+            .collect();
+        self.results
+            .iter()
+            .filter(|r| wanted.contains(r.nodeid.as_str()))
+            .collect()
+    }
+}
+
 /// How the run is told and when it stops.
 pub struct Options {
     pub dist: Dist,
@@ -830,8 +845,8 @@ impl<'a> Supervisor<'a> {
             Ok(worker) => {
                 self.out.restarts += 1;
                 self.out.stems.push(worker.stem.clone());
-                let old = std::mem::replace(&mut self.slots[w], Slot::new(worker, generation));
-                drop(old);
+                // The old slot's worker is dropped: its process group killed.
+                self.slots[w] = Slot::new(worker, generation);
                 self.ui.line(&format!(
                     "testmon-run: replacing worker {name} ({} of at most {} restarts)",
                     self.out.restarts, self.options.max_worker_restart
