@@ -63,17 +63,6 @@ fn assert_own_usage_error(run: &Run, what: &str) -> String {
     stderr.to_string()
 }
 
-/// pytest's summary line without its `=` decoration and its duration.
-fn summary(run: &Run) -> String {
-    let line = run
-        .summary()
-        .trim_matches(|c: char| c == '=' || c.is_whitespace());
-    match line.rfind(" in ") {
-        Some(at) => line[..at].to_string(),
-        None => line.to_string(),
-    }
-}
-
 /// The project files of both twins are the same set.
 fn assert_same_files(ours: &Project, theirs: &Project, what: &str) {
     let (ours, theirs) = (ours.files(), theirs.files());
@@ -118,8 +107,8 @@ fn assert_twins(
     assert_tmpdir_empty(tmpdir.path(), what, run);
     assert_same_files(ours, theirs, what);
     assert_eq!(
-        summary(run),
-        summary(single),
+        counts(run),
+        counts(single),
         "{what}: summary lines differ\n{}\n--- single ---\n{}",
         run.output(),
         single.output()
@@ -171,14 +160,14 @@ fn exit_codes_match_pytest_fresh_failing_fixed_and_all_deselected() {
             fresh.output()
         );
         assert!(
-            summary(&fresh).contains("1 failed") && summary(&fresh).contains("1 error"),
+            counts(&fresh).contains("1 failed") && counts(&fresh).contains("1 error"),
             "{venv:?} fresh run: {}",
             fresh.summary()
         );
 
         let again = twin_step(&ours, &theirs, venv, 1, &format!("{venv:?} unchanged"));
         assert!(
-            summary(&again).contains("deselected"),
+            counts(&again).contains("deselected"),
             "{venv:?} unchanged: {}",
             again.summary()
         );
@@ -555,7 +544,7 @@ fn zero_workers_runs_the_command_as_is() {
         );
         assert_eq!(run.ran.len(), 53, "{what}\n{}", run.output());
         assert_same_ran(&run, &single, &what);
-        assert_eq!(summary(&run), summary(&single), "{what}");
+        assert_eq!(counts(&run), counts(&single), "{what}");
         assert!(
             !run.stdout.lines().any(|l| l.starts_with("testmon-run")),
             "{what}: testmon-run's own header or report\n{}",

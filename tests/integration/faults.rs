@@ -514,15 +514,6 @@ fn assert_no_run_dir(tmpdir: &Path, what: &str) {
     assert!(left.is_empty(), "{what}: run directories left: {left:?}");
 }
 
-fn assert_integrity(datafile: &Path, what: &str) {
-    let conn = rusqlite::Connection::open(datafile)
-        .unwrap_or_else(|e| panic!("{what}: opening {}: {e}", datafile.display()));
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok", "{what}: PRAGMA integrity_check");
-}
-
 /// A passing test's record with real fingerprints: each with a file hash (testmon's "not
 /// yet run" placeholder has none), one of them for the test's own file.
 fn is_real(test: &str, record: &TestRecord) -> bool {

@@ -22,24 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
 /// patterns are globs; single-process pytest --testmon alike, so nothing of ours to test.
 const ODD_NAME: &str = "hö st 日本 'q'";
 
-/// Processes whose environment names a run directory under `tmpdir`: our workers and
-/// anything they forked.
-fn workers_alive(tmpdir: &Path) -> Vec<u32> {
-    let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            if String::from_utf8_lossy(&environ).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 /// A TMPDIR for testmon-run whose path has spaces, unicode, a quote and brackets. The guard
 /// owns it.
 fn odd_tmpdir() -> (tempfile::TempDir, PathBuf) {
@@ -72,17 +54,6 @@ fn assert_no_panic_or_traceback(run: &Run, what: &str) {
             "{what}: a panic or a traceback\n{}",
             run.output()
         );
-    }
-}
-
-/// pytest's final line without its `=` decoration and its duration.
-fn summary(run: &Run) -> String {
-    let line = run
-        .summary()
-        .trim_matches(|c: char| c == '=' || c.is_whitespace());
-    match line.rfind(" in ") {
-        Some(at) => line[..at].to_string(),
-        None => line.to_string(),
     }
 }
 
@@ -153,8 +124,8 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
         assert_no_panic_or_traceback(&run, &what);
         assert_eq!(single.code(), 1, "{what}: reference\n{}", single.output());
         assert_eq!(run.code(), 1, "{what}\n{}", run.output());
-        assert_eq!(summary(&run), summary(&single), "{what}\n{}", run.output());
-        assert_eq!(summary(&run), "4 failed, 22 passed", "{what}");
+        assert_eq!(counts(&run), counts(&single), "{what}\n{}", run.output());
+        assert_eq!(counts(&run), "4 failed, 22 passed", "{what}");
         assert_same_ran(&run, &single, &what);
         assert_eq!(run.ran.len(), 26, "{what}: {:?}", run.ran);
         for id in [
@@ -212,7 +183,7 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
         assert_eq!(run.code(), single.code(), "{what}\n{}", run.output());
         assert_same_ran(&run, &single, &what);
         assert_eq!(run.ran.len(), 11 + 1 + 4, "{what}: {:?}", run.ran);
-        assert_eq!(summary(&run), summary(&single), "{what}");
+        assert_eq!(counts(&run), counts(&single), "{what}");
         assert_same_records(&dump(&ours.datafile()), &dump(&theirs.datafile()), &what);
         assert_clean(&tmpdir, &what, &run);
     }
@@ -235,8 +206,8 @@ fn megabytes_and_import_time_prints_stream_whole_lines_with_s() {
     assert_no_panic_or_traceback(&run, "-s");
     assert_eq!(run.code(), 1, "{}", run.output());
     assert_eq!(run.code(), single.code());
-    assert_eq!(summary(&run), summary(&single));
-    assert_eq!(summary(&run), "1 failed, 2 passed");
+    assert_eq!(counts(&run), counts(&single));
+    assert_eq!(counts(&run), "1 failed, 2 passed");
     let tagged = |l: &str| l.starts_with("[gw0] ") || l.starts_with("[gw1] ");
     // Each worker imports the conftest: its lines once per worker, the JSON-looking one too.
     for line in [
@@ -296,7 +267,7 @@ fn os_exit_in_a_test_is_an_error_and_the_rest_runs_and_is_recorded() {
             "{what}\n{}",
             run.output()
         );
-        assert_eq!(summary(&run), "1 failed, 13 passed, 1 error", "{what}");
+        assert_eq!(counts(&run), "1 failed, 13 passed, 1 error", "{what}");
         // The crash is that test's error; a new worker took over: every test ran.
         assert_eq!(run.code(), 1, "{what}: a crash is the test's error");
         assert_eq!(run.ran.len(), 15, "{what}: every test started");
@@ -320,7 +291,7 @@ fn selected(run: &Run) -> usize {
 
 /// The counts of pytest's final line, added up ("1 failed, 13 passed, 1 error": 15).
 fn reported(run: &Run) -> usize {
-    summary(run)
+    counts(run)
         .split(", ")
         .filter(|part| !part.contains("deselected") && !part.contains("warning"))
         .filter_map(|part| part.split(' ').next()?.parse::<usize>().ok())
@@ -414,7 +385,7 @@ fn a_test_writing_to_the_workers_socket_is_reported_and_the_rest_runs() {
             run.output()
         );
         assert_eq!(reported(&run), 15, "{what}: every test reported once");
-        assert!(summary(&run).starts_with("1 failed, "), "{what}");
+        assert!(counts(&run).starts_with("1 failed, "), "{what}");
         assert_eq!(run.code(), 3, "{what}");
         let crashed = "crashers/test_socket.py::test_writes_to_the_workers_socket";
         assert_crash_recorded(&project, &tmpdir, venv, &args, (&run, 15), crashed, &what);
@@ -454,7 +425,7 @@ fn garbage_is_blamed_on_the_test_that_wrote_it() {
         run.output()
     );
     assert_eq!(run.ran.len(), 15, "every test ran: {:?}", run.ran);
-    assert_eq!(summary(&run), "1 failed, 13 passed, 1 error");
+    assert_eq!(counts(&run), "1 failed, 13 passed, 1 error");
     assert_clean(tmpdir.path(), "garbage", &run);
 }
 
@@ -471,7 +442,7 @@ fn a_forked_child_that_goes_on_does_not_confuse_the_run() {
     let venv = Venv::Testmon22;
     let single = Project::copy("hostile").pytest(venv, &args).run();
     assert_eq!(single.code(), 1, "{}", single.output());
-    assert_eq!(summary(&single), "1 failed, 20 passed");
+    assert_eq!(counts(&single), "1 failed, 20 passed");
     let project = Project::copy("hostile");
     let tmpdir = fresh_tmpdir();
     let report = tmpdir.path().join("report.json");
@@ -490,7 +461,7 @@ fn a_forked_child_that_goes_on_does_not_confuse_the_run() {
         "{}",
         run.output()
     );
-    assert_eq!(summary(&run), "1 failed, 20 passed", "{}", run.output());
+    assert_eq!(counts(&run), "1 failed, 20 passed", "{}", run.output());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let reported: Vec<&str> = json["tests"]
@@ -530,7 +501,7 @@ fn a_lingering_forked_child_does_not_outlive_the_run() {
         run.output()
     );
     assert_eq!(run.code(), 0, "{}", run.output());
-    assert_eq!(summary(&run), "2 passed");
+    assert_eq!(counts(&run), "2 passed");
     assert_clean(tmpdir.path(), "lingering child", &run);
 }
 
@@ -547,7 +518,7 @@ fn an_internal_error_in_a_teardown_keeps_the_tests_reports() {
     let single = Project::copy("hostile").pytest(venv, &args).run();
     assert_eq!(single.code(), 3, "{}", single.output());
     assert!(single.stderr.contains("INTERNALERROR") || single.stdout.contains("INTERNALERROR"));
-    assert_eq!(summary(&single), "1 failed, 3 passed, 1 warning");
+    assert_eq!(counts(&single), "1 failed, 3 passed, 1 warning");
     let project = Project::copy("hostile");
     let tmpdir = fresh_tmpdir();
     // loadfile: the cwd module's tests run on one worker, in order.
@@ -562,7 +533,7 @@ fn an_internal_error_in_a_teardown_keeps_the_tests_reports() {
         "{}",
         run.output()
     );
-    assert_eq!(summary(&run), summary(&single), "{}", run.output());
+    assert_eq!(counts(&run), counts(&single), "{}", run.output());
     assert_eq!(run.code(), 3);
     assert_clean(tmpdir.path(), "deleted cwd", &run);
 }
@@ -636,11 +607,7 @@ impl ReadOnly {
             .env("PYTHONPATH", repo().join("tests/support"))
             .env("RAN_LOG", log.path());
         let mut run = run_with_timeout(outer);
-        run.ran = std::fs::read_to_string(log.path())
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
+        run.ran = ran_log(log.path());
         run
     }
 }
@@ -750,7 +717,7 @@ fn a_read_only_project_records_in_a_datafile_elsewhere() {
             assert_eq!(run.code(), 0, "{what}\n{}", run.output());
         }
         assert!(
-            summary(&run).starts_with("4 passed"),
+            counts(&run).starts_with("4 passed"),
             "{what}\n{}",
             run.output()
         );
@@ -773,7 +740,7 @@ fn a_read_only_project_records_in_a_datafile_elsewhere() {
         assert!(run.ran.is_empty(), "{what}: {:?}", run.ran);
         assert!(single.ran.is_empty(), "{what}: {:?}", single.ran);
         assert!(
-            summary(&run).starts_with("4 deselected"),
+            counts(&run).starts_with("4 deselected"),
             "{what}\n{}",
             run.output()
         );
@@ -832,13 +799,13 @@ fn a_read_only_project_warns_as_pytest_does() {
         return;
     };
     let (run, single) = twins.run_both(venv, &PASSING);
-    assert_eq!(summary(&single), "4 passed, 1 warning");
+    assert_eq!(counts(&single), "4 passed, 1 warning");
     assert!(
         !run.stdout.contains("_testmon_run_worker"),
         "{}",
         run.output()
     );
-    assert_eq!(summary(&run), summary(&single), "{}", run.output());
+    assert_eq!(counts(&run), counts(&single), "{}", run.output());
 }
 
 /// A read-only project whose datafile would be inside it: one clear line naming the file,
@@ -932,7 +899,7 @@ fn a_worker_of_another_build_or_speaking_garbage_is_a_clear_error() {
                 run.output()
             );
         }
-        assert_eq!(summary(&run), "no tests ran", "{what}\n{}", run.output());
+        assert_eq!(counts(&run), "no tests ran", "{what}\n{}", run.output());
         assert_eq!(run.code(), 3, "{what}\n{}", run.output());
         assert_clean(tmpdir.path(), &what, &run);
     }

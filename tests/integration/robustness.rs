@@ -63,23 +63,6 @@ fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
-/// Processes whose environment names a run directory under `tmpdir`: our workers.
-fn workers_alive(tmpdir: &Path) -> Vec<u32> {
-    let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            if String::from_utf8_lossy(&environ).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 #[test]
 fn a_crashed_worker_is_reported_replaced_and_the_rest_is_recorded() {
     for venv in VENVS {
@@ -283,12 +266,7 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
             .unwrap_or(0);
         assert!((4..24).contains(&finished), "{output}");
         // What finished is in the database with its fingerprints; the file is sound.
-        let conn = rusqlite::Connection::open(project.datafile()).unwrap();
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
-        drop(conn);
+        assert_integrity(&project.datafile(), &format!("{venv:?}"));
         let recorded = dump(&project.datafile())["default"]
             .values()
             // A real fingerprint (with the file's hash), not testmon's "not yet run" record.
@@ -418,11 +396,7 @@ fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
             "{:?}",
             entries(tmpdir.path())
         );
-        let conn = rusqlite::Connection::open(project.datafile()).unwrap();
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
+        assert_integrity(&project.datafile(), &format!("{venv:?}"));
     }
 }
 

@@ -293,11 +293,7 @@ impl Cmd {
         cmd.env("PYTHONPATH", pythonpath).env("RAN_LOG", log.path());
         cmd.arg("-p").arg("ran_log");
         let mut run = run_with_timeout(cmd);
-        run.ran = std::fs::read_to_string(log.path())
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
+        run.ran = ran_log(log.path());
         run
     }
 
@@ -564,4 +560,52 @@ pub fn entries(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The node ids the `ran_log` plugin (tests/support) wrote to `path`: the tests that started.
+pub fn ran_log(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// pytest's final line without its `=` decoration and its duration: the counts.
+pub fn counts(run: &Run) -> String {
+    let line = run
+        .summary()
+        .trim_matches(|c: char| c == '=' || c.is_whitespace());
+    match line.rfind(" in ") {
+        Some(at) => line[..at].to_string(),
+        None => line.to_string(),
+    }
+}
+
+/// Processes whose environment names a run directory under `tmpdir`: our workers and
+/// anything they forked.
+pub fn workers_alive(tmpdir: &Path) -> Vec<u32> {
+    let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+            if String::from_utf8_lossy(&environ).contains(&needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// The datafile passes SQLite's `PRAGMA integrity_check`.
+pub fn assert_integrity(datafile: &Path, what: &str) {
+    let conn = rusqlite::Connection::open(datafile)
+        .unwrap_or_else(|e| panic!("{what}: opening {}: {e}", datafile.display()));
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok", "{what}: PRAGMA integrity_check");
 }
