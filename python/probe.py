@@ -14,7 +14,97 @@ import sys
 
 import pytest
 
-PROTOCOL = 1
+PROTOCOL = 2
+
+
+def stamp(path):
+    """[size, mtime_ns] of a path as seen now, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def prefixes():
+    return {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+
+
+def cache_stamps():
+    """What the supervisor checks before reusing this answer (see src/probe_cache.rs): the
+    interpreter and sys.path's directories inside its prefixes or named *-packages (a package
+    installed, removed or upgraded changes its directory). Taken before testmon reads the
+    packages."""
+    here = HERE
+    prefixes_ = prefixes()
+    stamps = {}
+    executable = os.path.realpath(sys.executable)
+    stamps[executable] = stamp(executable)
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        if path == here:
+            continue
+        real = os.path.realpath(path) + os.sep
+        if any(real.startswith(p) for p in prefixes_) or "-packages" in path:
+            stamps[path] = stamp(path)
+    return stamps
+
+
+def distributions(stamps):
+    """The distributions in sys.path's other directories (the project's own, PYTHONPATH's):
+    their names, as testmon finds installed packages there (a directory's time moves with
+    every file the project creates in it)."""
+    found = {}
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        if path in stamps or path == HERE or not os.path.isdir(path):
+            continue
+        found[path] = dist_names(path)
+    return found
+
+
+def dist_names(path):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.endswith((".dist-info", ".egg-info", ".egg-link")))
+
+
+def plugin_stamps(config, stamps):
+    """Adds the files of the plugins pytest loaded from outside the interpreter's prefixes:
+    conftest.py files, the project's own plugins."""
+    prefixes_ = prefixes()
+    for plugin in config.pluginmanager.get_plugins():
+        filename = getattr(plugin, "__file__", None)
+        if not filename:
+            continue
+        filename = os.path.realpath(filename)
+        if os.path.dirname(filename) == HERE or any(filename.startswith(p) for p in prefixes_):
+            continue
+        stamps[filename] = stamp(filename)
+
+
+def file_args(config):
+    """Files named on the command line (or in testpaths): pytest collects them even where
+    testmon would skip their file, so a no-op run's "deselected" count depends on them."""
+    base = str(config.invocation_params.dir)
+    return any(
+        os.path.isfile(os.path.join(base, str(arg).split("::", 1)[0]))
+        for arg in getattr(config, "args", ())
+    )
+
+
+def cacheable(config):
+    """False when the answer may depend on more than the stamps and the command line: a
+    testmon environment computed from an ini expression (which may read os.environ)."""
+    try:
+        return not config.getini("environment_expression")
+    except ValueError:
+        return True
 
 
 def testmon_facts(config):
@@ -93,7 +183,14 @@ def report_chars(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     option = config.option
+    stamps = cache_stamps()
+    dists = distributions(stamps)
+    plugin_stamps(config, stamps)
     facts = {
+        "stamps": stamps,
+        "dists": dists,
+        "cacheable": cacheable(config),
+        "file_args": file_args(config),
         "protocol": PROTOCOL,
         "pytest_version": pytest.__version__,
         "rootdir": str(config.rootpath),

@@ -55,12 +55,14 @@ impl Header {
     /// One line: versions, workers, testmon's selection words, and the counts.
     /// `tm_message` is testmon's own header words from a worker ("changed files: ...").
     pub fn line(&self, selected: usize, deselected: u64, tm_message: Option<&str>) -> String {
+        let workers = match self.workers {
+            0 => "no workers".to_string(),
+            1 => "1 worker".to_string(),
+            n => format!("{n} workers"),
+        };
         let mut line = format!(
-            "testmon-run {}: {} worker{}, pytest {}",
-            self.version,
-            self.workers,
-            if self.workers == 1 { "" } else { "s" },
-            self.pytest
+            "testmon-run {}: {workers}, pytest {}",
+            self.version, self.pytest
         );
         match &self.testmon {
             Some(tm) => {

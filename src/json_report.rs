@@ -33,6 +33,37 @@ pub struct JsonReport {
     pub crashes: Vec<String>,
     /// Tests due to run that did not (workers lost past --max-worker-restart).
     pub not_run: Vec<String>,
+    /// What the supervisor itself cost, and its workers (and probe) together.
+    pub supervisor: Usage,
+}
+
+/// CPU time and peak memory, from getrusage.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Usage {
+    /// The supervisor's own user + system time.
+    pub cpu_seconds: f64,
+    /// The supervisor's peak resident set.
+    pub max_rss_kb: i64,
+    /// The ended children's (workers', the probe's) user + system time.
+    pub children_cpu_seconds: f64,
+}
+
+impl Usage {
+    pub fn now() -> Usage {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        let (Ok(own), Ok(children)) = (
+            getrusage(UsageWho::RUSAGE_SELF),
+            getrusage(UsageWho::RUSAGE_CHILDREN),
+        ) else {
+            return Usage::default();
+        };
+        Usage {
+            cpu_seconds: secs(own.user_time()) + secs(own.system_time()),
+            max_rss_kb: own.max_rss(),
+            children_cpu_seconds: secs(children.user_time()) + secs(children.system_time()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -114,6 +145,7 @@ impl JsonReport {
             worker_restarts: outcome.restarts,
             crashes: outcome.crashes.clone(),
             not_run: outcome.not_run.clone(),
+            supervisor: Usage::now(),
         }
     }
 }
@@ -244,6 +276,7 @@ mod tests {
             worker_restarts: 1,
             crashes: vec!["worker gw0 crashed (killed by SIGKILL) while running t.py::x".into()],
             not_run: vec![],
+            supervisor: Usage::now(),
         };
         write(&path, &report).unwrap();
         let value: serde_json::Value =
@@ -256,5 +289,7 @@ mod tests {
         assert_eq!(value["worker_restarts"], 1);
         assert!(value["crashes"][0].as_str().unwrap().contains("crashed"));
         assert_eq!(value["not_run"], serde_json::json!([]));
+        assert!(value["supervisor"]["cpu_seconds"].as_f64().unwrap() > 0.0);
+        assert!(value["supervisor"]["max_rss_kb"].as_i64().unwrap() > 0);
     }
 }

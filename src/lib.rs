@@ -14,8 +14,11 @@ pub mod header;
 pub mod json_report;
 pub mod junit;
 pub mod junit_lost;
+pub mod manifest;
+pub mod noop;
 pub mod plan;
 pub mod probe;
+pub mod probe_cache;
 pub mod protocol;
 pub mod pycommand;
 pub mod pytest_cache;
@@ -85,8 +88,37 @@ pub fn run(config: &Config) -> Result<u8> {
     // Signals become events from here on: the run directory is always cleaned up.
     let (events_tx, events_rx) = mpsc::channel();
     let _signals = signals::SignalForwarder::start(events_tx.clone())?;
+    let store = probe_cache::Store::locate();
+    let key = probe_cache::Key::new(&config.command, datafile.as_deref());
+    let mut entry = store
+        .as_ref()
+        .zip(key.as_ref())
+        .and_then(|(s, k)| s.load(k));
+    if let (Some(store), Some(entry)) = (&store, entry.as_mut()) {
+        if let Some(code) = fast_path(config, entry, store, started)? {
+            return Ok(code);
+        }
+        // Until this run completes, the database may not match the state kept.
+        store.forget_noop(entry);
+    }
     let run_dir = RunDir::create(config.keep_run_dir)?;
-    let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
+    let facts = match &entry {
+        Some(entry) => entry.facts.clone(),
+        None => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            let mut ini = probe_cache::ini_stamps(&cwd, None);
+            let facts = probe::run(&config.command, &run_dir, datafile.as_deref())?;
+            if let (Some(store), Some(key)) = (&store, key) {
+                if facts.cacheable {
+                    ini.extend(probe_cache::ini_stamps(&facts.rootdir, None));
+                    let fresh = probe_cache::Entry::new(key, facts.clone(), ini);
+                    store.save(&fresh);
+                    entry = Some(fresh);
+                }
+            }
+            facts
+        }
+    };
     let probed = Instant::now();
     if facts.passthrough {
         drop(run_dir);
@@ -104,6 +136,13 @@ pub fn run(config: &Config) -> Result<u8> {
         }
     }
     let prepared = testmon.map(record::prepare).transpose()?;
+    // The files as this run starts, for the no-op state it may leave (noop).
+    let snapshot = match (&entry, prepared.as_ref()) {
+        (Some(_), Some(prepared)) if noop::eligible(&facts) => {
+            Some(manifest::Snapshot::take(&facts.rootdir, &prepared.tracked))
+        }
+        _ => None,
+    };
     let ready = Instant::now();
     run_dir.write_plan(&Plan::new(
         testmon.zip(prepared.as_ref().map(|p| p.env)),
@@ -246,12 +285,152 @@ pub fn run(config: &Config) -> Result<u8> {
         json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
     }
     recorded?;
+    if let (Some(store), Some(entry), Some(snapshot), Some(tm), Some(prepared)) = (
+        &store,
+        entry.as_mut(),
+        &snapshot,
+        testmon,
+        prepared.as_ref(),
+    ) {
+        let kept = keep_noop_state(code, &outcome, tm, prepared, snapshot).map(|state| {
+            entry.noop = Some(state);
+            store.save(entry);
+        });
+        if let (Err(why), true) = (kept, std::env::var_os("TESTMON_RUN_TIMING").is_some()) {
+            eprintln!("testmon-run: timing: no no-op state kept: {why}");
+        }
+    }
     if let Err(err) = cached {
         // As pytest, which only warns when it cannot write its cache (a read-only tree).
         eprintln!("testmon-run: warning: {err:#}");
     }
     junit?;
     Ok(code)
+}
+
+/// The state that lets the next run of this command answer a no-op (see `noop`), when this
+/// run completed: every selected test ran and passed, nothing went wrong around them, no test
+/// is recorded failing, and no file moved while it ran.
+fn keep_noop_state(
+    code: u8,
+    outcome: &RunOutcome,
+    tm: &Testmon,
+    prepared: &record::Prepared,
+    snapshot: &manifest::Snapshot,
+) -> std::result::Result<noop::NoopState, &'static str> {
+    let completed = !outcome.interrupted
+        && outcome.problems.is_empty()
+        && outcome.crashes.is_empty()
+        && outcome.crashed.is_empty()
+        && outcome.not_run.is_empty()
+        && outcome.cut_short.is_empty()
+        && outcome.collect_errors.is_empty()
+        && outcome.warnings.is_empty()
+        && outcome.restarts == 0
+        && outcome.results.len() == outcome.run_list.len();
+    if code != exit::OK || !completed {
+        return Err("the run did not complete green");
+    }
+    let (failing, tracked) =
+        record::settled(tm, &prepared.env).map_err(|_| "the datafile could not be read")?;
+    if failing > 0 {
+        return Err("tests are recorded as failing or not yet run");
+    }
+    // No test at all: pytest would exit 5 (no tests collected), not testmon's 0.
+    let tests = outcome
+        .sync
+        .as_deref()
+        .filter(|tests| !tests.is_empty())
+        .ok_or("testmon reported no tests")?;
+    noop::NoopState::after_run(&tm.datafile, snapshot, tracked, tests)
+        .ok_or("a Python file was written just before or during the run")
+}
+
+/// The no-op fast path (see `noop`): Some(exit code) when nothing is to run.
+fn fast_path(
+    config: &Config,
+    entry: &mut probe_cache::Entry,
+    store: &probe_cache::Store,
+    started: Instant,
+) -> Result<Option<u8>> {
+    let facts = &entry.facts;
+    let (Some(tm), Some(state)) = (facts.testmon.as_ref(), entry.noop.as_ref()) else {
+        return Ok(None);
+    };
+    if facts.passthrough || !noop::eligible(facts) {
+        return Ok(None);
+    }
+    let timing = std::env::var_os("TESTMON_RUN_TIMING").is_some();
+    let (unchanged_files, deselected) = (state.unchanged_files, state.deselected);
+    match state.answer(&tm.datafile) {
+        noop::Answer::Run(why) => {
+            if timing {
+                eprintln!(
+                    "testmon-run: timing: no-op check {:.3}s: {why}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(None);
+        }
+        noop::Answer::NothingToRun(Some(kept)) => {
+            entry.noop = Some(kept);
+            store.save(entry);
+        }
+        noop::Answer::NothingToRun(None) => {}
+    }
+    let facts = &entry.facts;
+    let tm = facts.testmon.as_ref().context("testmon facts")?;
+    let width = terminal::width();
+    if facts.verbose >= 0 {
+        let words = format!(
+            "changed files: 0, unchanged files: {unchanged_files}, environment: {}",
+            tm.environment
+        );
+        let header = header::Header::new(0, facts, None);
+        terminal::say(&format!("{}\n", header.line(0, deselected, Some(&words))));
+    }
+    let outcome = RunOutcome {
+        exitstatus: vec![Some(0)],
+        deselected,
+        ..RunOutcome::default()
+    };
+    let style = report::Style {
+        width,
+        verbose: facts.verbose,
+        reportchars: facts.reportchars.clone(),
+        tbstyle: facts.tbstyle.clone(),
+        durations: facts.durations,
+        durations_min: facts.durations_min,
+        color: terminal::color(&facts.color),
+    };
+    terminal::say(&report::run_report(
+        &outcome,
+        &style,
+        started.elapsed().as_secs_f64(),
+    ));
+    let code = exit_code(&outcome);
+    if timing {
+        eprintln!(
+            "testmon-run: timing: no-op fast path {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(path) = &config.json_report {
+        let now = Instant::now();
+        let marks = json_report::Marks {
+            started,
+            probed: now,
+            prepared: now,
+            spawned: now,
+            scheduled: None,
+            ran: now,
+            recorded: now,
+        };
+        let phases = json_report::Phases::new(&marks);
+        let report = json_report::JsonReport::new(facts, 0, &outcome, &[], code, phases);
+        json_report::write(&absolute(path)?, &report).context("writing the JSON report")?;
+    }
+    Ok(Some(code))
 }
 
 /// Runs the command as it is, in place of this process (`-n 0`, `--help`, `--collect-only`).

@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, Fatal};
 use crate::pycommand;
 use crate::rundir::{RunDir, PROBE_MODULE};
 
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Facts {
     pub protocol: u32,
     pub pytest_version: String,
@@ -50,6 +52,19 @@ pub struct Facts {
     pub stepwise: bool,
     #[serde(default)]
     pub stepwise_skip: bool,
+    /// [size, mtime_ns] (None: absent) of what this answer depends on besides the command
+    /// line and the ini files: the interpreter, sys.path's directories, the plugins' files.
+    #[serde(default)]
+    pub stamps: BTreeMap<PathBuf, Option<(u64, i64)>>,
+    /// The answer may be reused while the stamps hold (see probe_cache).
+    #[serde(default)]
+    pub cacheable: bool,
+    /// Files (not directories) among the paths pytest collects from.
+    #[serde(default)]
+    pub file_args: bool,
+    /// The distributions (dist-info names) in sys.path's other directories.
+    #[serde(default)]
+    pub dists: BTreeMap<PathBuf, Vec<String>>,
 }
 
 fn default_reportchars() -> String {
@@ -69,7 +84,7 @@ impl Facts {
 }
 
 /// What the installed testmon computes for this run, by its own functions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Testmon {
     pub version: String,
     pub data_version: i64,

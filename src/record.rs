@@ -14,6 +14,8 @@ pub struct Prepared {
     /// testmon's "new DB".
     pub created: bool,
     pub durations: HashMap<String, f64>,
+    /// The files testmon tracks for the environment (relative to the rootdir).
+    pub tracked: Vec<String>,
 }
 
 /// Opens or creates the datafile and fetches or creates this run's environment row.
@@ -29,12 +31,24 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
     .context("preparing testmon's environment")?;
     db::touch_survey_date(&opened.conn, today())?;
     let durations = db::durations(&opened.conn, env.id)?;
+    let tracked = db::tracked_files(&opened.conn, env.id)?;
     close(opened.conn)?;
     Ok(Prepared {
         env,
         created: opened.created,
         durations,
+        tracked,
     })
+}
+
+/// After a completed run: how many tests testmon would select again with nothing changed
+/// (failing, not yet run), and the files it tracks.
+pub fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(u64, Vec<String>)> {
+    let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
+    let failing = db::reselected_count(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
+    let tracked = db::tracked_files(&conn, env.id)?;
+    close(conn)?;
+    Ok((failing, tracked))
 }
 
 /// Records the run (returns how many tests the spools held): testmon's end-of-collection sync (when a worker reported one), every

@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod hostile;
 mod isolation;
+mod noop;
 mod parity;
 mod parity_random;
 mod reporting;

@@ -5,9 +5,9 @@
 use crate::support::*;
 
 /// An edit applied to both copies before a step.
-type Edit = fn(&Project);
+pub type Edit = fn(&Project);
 
-const STEPS: &[(&str, Edit)] = &[
+pub const STEPS: &[(&str, Edit)] = &[
     ("from an empty database", |_| {}),
     ("nothing changed", |_| {}),
     ("function body changed", |p| {
@@ -83,8 +83,9 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
     for (step_name, edit) in STEPS {
         edit(&parallel);
         edit(&single);
+        settle();
         let step = format!("{venv:?} {run_args:?} {pytest_args:?}: {step_name}");
-        let (ours, _) = run_both(
+        let (ours, theirs) = run_both(
             &parallel,
             &single,
             venv,
@@ -93,6 +94,7 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
             &step,
         );
         check_selection(step_name, &ours, pytest_args);
+        check_fast_path(step_name, &ours, &theirs, pytest_args);
         for suffix in ["-wal", "-shm"] {
             let side = parallel.path(&format!(".testmondata{suffix}"));
             assert!(
@@ -146,6 +148,39 @@ fn parity_with_dist_loadfile() {
     for venv in VENVS {
         sequence(venv, &["--dist", "loadfile"], &[]);
     }
+}
+
+/// The no-op fast path answers only when single-process testmon selects nothing, and it
+/// does answer after an all-green run when nothing changed (selection on).
+pub fn check_fast_path(step: &str, ours: &Run, theirs: &Run, pytest_args: &[&str]) {
+    let fast = answered_fast(ours);
+    if fast {
+        assert!(
+            theirs.ran.is_empty() && ours.code() == theirs.code(),
+            "{step}: the fast path answered, single-process testmon ran {:?}\n{}",
+            theirs.ran,
+            theirs.output()
+        );
+    }
+    if step == "nothing changed, all green" {
+        // -k/-m turn testmon's selection off; a --deselect'ed test stays "not yet run", and
+        // testmon selects it every time (pytest then deselects it): no fast path vouches.
+        let no_fast_path = ["-k", "-m", "--deselect"]
+            .iter()
+            .any(|a| pytest_args.contains(a));
+        assert_eq!(
+            fast,
+            !no_fast_path,
+            "{step}: fast path answered: {fast}\n{}",
+            ours.output()
+        );
+    }
+}
+
+/// A step runs well after the edits before it (as a person would): a file written within
+/// the last moments is never trusted as unchanged (manifest::RACY_NS).
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
 /// A few steps' selections, stated outright, so that parity cannot pass by both sides

@@ -267,6 +267,8 @@ impl Cmd {
             cmd.env_remove(key);
         }
         cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        // testmon-run's cache (probe answers, no-op state) kept out of the user's home.
+        cmd.env("TESTMON_RUN_CACHE_DIR", cache_dir());
         for (key, value) in &self.env {
             match value {
                 Some(value) => cmd.env(key, value),
@@ -364,7 +366,9 @@ pub type Dump = BTreeMap<String, BTreeMap<String, TestRecord>>;
 
 pub fn dump(datafile: &Path) -> Dump {
     let conn =
-        rusqlite::Connection::open_with_flags(datafile, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        // Read-write (never written): closing it removes the -wal/-shm files a read-only
+        // reader of a WAL database leaves behind.
+        rusqlite::Connection::open_with_flags(datafile, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
             .unwrap_or_else(|e| panic!("opening {}: {e}", datafile.display()));
     let mut out = Dump::new();
     let mut envs = conn
@@ -545,6 +549,17 @@ pub fn assert_same_ran(parallel: &Run, single: &Run, step: &str) {
 }
 
 /// A fresh directory to be the command's TMPDIR, where testmon-run makes its run directory.
+/// The run was answered by the no-op fast path (its header names no workers).
+pub fn answered_fast(run: &Run) -> bool {
+    run.output().contains(": no workers, pytest")
+}
+
+/// testmon-run's cache for the tests, under target/: entries are per directory and
+/// command, and every test runs in a directory of its own.
+pub fn cache_dir() -> PathBuf {
+    repo().join("target/test-cache")
+}
+
 pub fn fresh_tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("testmon-run-it-tmpdir-")

@@ -1,0 +1,306 @@
+//! The project's Python files as the file system has them: paths, sizes, times, and (once a
+//! run has completed) content hashes. Two manifests tell whether any Python file changed,
+//! appeared or disappeared in between, without reading a file whose metadata did not move.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a file's metadata says; any write changes `ctime`, which no tool can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+}
+
+impl Stat {
+    pub fn of(path: &Path) -> Option<Stat> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stat {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// [size, mtime_ns], as the probe stamps files (os.stat's st_size, st_mtime_ns).
+    pub fn stamp(path: &Path) -> Option<(u64, i64)> {
+        Stat::of(path).map(|s| (s.size, s.mtime_ns))
+    }
+}
+
+/// Directories never searched: version control, caches, virtualenvs, node_modules. Python
+/// files testmon tracks inside them are added by name (`Snapshot::take`'s `tracked`).
+fn skipped(dir: &Path, name: &str) -> bool {
+    matches!(
+        name,
+        ".git"
+            | ".hg"
+            | ".svn"
+            | "__pycache__"
+            | "node_modules"
+            | ".pytest_cache"
+            | ".mypy_cache"
+            | ".ruff_cache"
+            | ".tox"
+            | ".nox"
+    ) || dir.join("pyvenv.cfg").exists()
+        || dir.join("conda-meta").join("history").exists()
+}
+
+/// The Python files under a root (relative paths) with their metadata, taken before a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub root: PathBuf,
+    pub files: BTreeMap<String, Stat>,
+    /// When it was taken (ns since the epoch).
+    pub taken_ns: i64,
+}
+
+/// File times are coarse (a clock tick, up to 10 ms): a file written this close to the
+/// snapshot may be written again with the same metadata ("racy git"); it is never trusted.
+const RACY_NS: i64 = 50_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+impl Snapshot {
+    /// Every `*.py` file under `root` (symlinked directories not followed), plus `tracked`:
+    /// the files testmon's database names (relative to root), wherever they are.
+    pub fn take(root: &Path, tracked: &[String]) -> Snapshot {
+        let taken_ns = now_ns();
+        let mut files = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if kind.is_dir() {
+                    if !skipped(&path, &name) {
+                        stack.push(path);
+                    }
+                } else if name.ends_with(".py") {
+                    if let (Some(stat), Ok(rel)) = (Stat::of(&path), path.strip_prefix(root)) {
+                        files.insert(rel.to_string_lossy().into_owned(), stat);
+                    }
+                }
+            }
+        }
+        for rel in tracked {
+            if !files.contains_key(rel) {
+                if let Some(stat) = Stat::of(&root.join(rel)) {
+                    files.insert(rel.clone(), stat);
+                }
+            }
+        }
+        Snapshot {
+            root: root.to_path_buf(),
+            files,
+            taken_ns,
+        }
+    }
+}
+
+/// A snapshot whose files have been hashed: the state a completed run saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: BTreeMap<String, (Stat, u64)>,
+}
+
+/// How the files compare with a manifest.
+#[derive(Debug, PartialEq)]
+pub enum Compared {
+    Same,
+    /// Same contents, but some metadata moved (a checkout, `touch`): the manifest to keep.
+    SameContents(Manifest),
+    /// The first difference found.
+    Changed(String),
+}
+
+impl Manifest {
+    /// Hashes the snapshot's files as they are now; None when one of them moved since the
+    /// snapshot was taken (edited during the run: what the run saw is unknown), or was
+    /// written just before it.
+    pub fn hash(snapshot: &Snapshot) -> Option<Manifest> {
+        let mut files = BTreeMap::new();
+        for (rel, stat) in &snapshot.files {
+            if stat.mtime_ns.max(stat.ctime_ns) >= snapshot.taken_ns - RACY_NS {
+                return None;
+            }
+            let path = snapshot.root.join(rel);
+            if Stat::of(&path).as_ref() != Some(stat) {
+                return None;
+            }
+            let hash = content_hash(&path)?;
+            if Stat::of(&path).as_ref() != Some(stat) {
+                return None;
+            }
+            files.insert(rel.clone(), (*stat, hash));
+        }
+        Some(Manifest { files })
+    }
+
+    /// Compares a fresh snapshot with this manifest, hashing only the files whose metadata
+    /// moved.
+    pub fn compare(&self, now: &Snapshot) -> Compared {
+        if let Some(gone) = self.files.keys().find(|k| !now.files.contains_key(*k)) {
+            return Compared::Changed(format!("{gone} removed"));
+        }
+        let mut moved = BTreeMap::new();
+        for (rel, stat) in &now.files {
+            match self.files.get(rel) {
+                None => return Compared::Changed(format!("{rel} added")),
+                Some((known, _)) if known == stat => {}
+                Some((_, hash)) => {
+                    if content_hash(&now.root.join(rel)) != Some(*hash) {
+                        return Compared::Changed(format!("{rel} changed"));
+                    }
+                    // A racy time is not kept: the file is hashed again next time.
+                    if stat.mtime_ns.max(stat.ctime_ns) < now.taken_ns - RACY_NS {
+                        moved.insert(rel.clone(), (*stat, *hash));
+                    }
+                }
+            }
+        }
+        if moved.is_empty() {
+            return Compared::Same;
+        }
+        let mut files = self.files.clone();
+        files.extend(moved);
+        Compared::SameContents(Manifest { files })
+    }
+}
+
+/// A 64-bit hash of a file's bytes (SipHash-1-3 with fixed keys; a different Rust release
+/// may hash differently, which reads as "changed": safe).
+fn content_hash(path: &Path) -> Option<u64> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.write(&buf[..n]);
+        total += n as u64;
+    }
+    hasher.write_u64(total);
+    Some(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a file and dates it an hour back (older than any racy window).
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+
+    fn backdate_ctime_window() {
+        // ctime cannot be set: the racy window must pass after the last write.
+        std::thread::sleep(std::time::Duration::from_nanos(RACY_NS as u64 + 10_000_000));
+    }
+
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pkg/a.py", "A = 1\n");
+        write(dir.path(), "tests/test_a.py", "def test_a(): pass\n");
+        write(dir.path(), "README.md", "not python\n");
+        write(dir.path(), ".git/hooks/x.py", "skipped\n");
+        write(dir.path(), "venv/pyvenv.cfg", "home = /usr\n");
+        write(dir.path(), "venv/lib/site.py", "skipped\n");
+        write(dir.path(), ".hidden/tracked.py", "T = 1\n");
+        dir
+    }
+
+    #[test]
+    fn takes_python_files_outside_vcs_and_venvs_plus_tracked_ones() {
+        let dir = project();
+        let snap = Snapshot::take(dir.path(), &[".hidden/tracked.py".into(), "gone.py".into()]);
+        let names: Vec<&str> = snap.files.keys().map(String::as_str).collect();
+        assert_eq!(names, [".hidden/tracked.py", "pkg/a.py", "tests/test_a.py"]);
+    }
+
+    #[test]
+    fn same_files_compare_same_and_edits_additions_removals_do_not() {
+        let dir = project();
+        let root = dir.path();
+        backdate_ctime_window();
+        let manifest = Manifest::hash(&Snapshot::take(root, &[])).unwrap();
+        assert_eq!(manifest.compare(&Snapshot::take(root, &[])), Compared::Same);
+
+        // Rewritten with the same bytes: same contents, new metadata to keep.
+        write(root, "pkg/a.py", "A = 1\n");
+        assert_eq!(
+            manifest.compare(&Snapshot::take(root, &[])),
+            Compared::Same,
+            "racy: not kept"
+        );
+        backdate_ctime_window();
+        let Compared::SameContents(kept) = manifest.compare(&Snapshot::take(root, &[])) else {
+            // (compare trusts hashes, not times: no racy window applies)
+            panic!("a rewrite with the same bytes is not a change");
+        };
+        assert_eq!(kept.compare(&Snapshot::take(root, &[])), Compared::Same);
+
+        // Same size, different bytes.
+        write(root, "pkg/a.py", "A = 2\n");
+        assert_eq!(
+            kept.compare(&Snapshot::take(root, &[])),
+            Compared::Changed("pkg/a.py changed".into())
+        );
+        write(root, "pkg/a.py", "A = 1\n");
+        write(root, "pkg/b.py", "");
+        assert_eq!(
+            kept.compare(&Snapshot::take(root, &[])),
+            Compared::Changed("pkg/b.py added".into())
+        );
+        std::fs::remove_file(root.join("pkg/b.py")).unwrap();
+        std::fs::remove_file(root.join("tests/test_a.py")).unwrap();
+        assert_eq!(
+            kept.compare(&Snapshot::take(root, &[])),
+            Compared::Changed("tests/test_a.py removed".into())
+        );
+    }
+
+    #[test]
+    fn a_file_moved_since_the_snapshot_or_written_just_before_gives_no_manifest() {
+        let dir = project();
+        backdate_ctime_window();
+        let snap = Snapshot::take(dir.path(), &[]);
+        assert!(Manifest::hash(&snap).is_some());
+        write(dir.path(), "pkg/a.py", "A = 3\n");
+        assert_eq!(Manifest::hash(&snap), None, "moved since the snapshot");
+        let racy = Snapshot::take(dir.path(), &[]);
+        assert_eq!(
+            Manifest::hash(&racy),
+            None,
+            "written just before the snapshot"
+        );
+    }
+}
