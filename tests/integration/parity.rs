@@ -103,10 +103,12 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
                 side.display()
             );
         }
-        let scopes = if run_args.contains(&"loadscope") || run_args.contains(&"loadfile") {
-            Scopes::ScopesKept
-        } else {
+        // Module- and class-scoped fixtures land on the same test as in a single process,
+        // except under --dist load.
+        let scopes = if run_args.contains(&"load") {
             Scopes::AnyOrder
+        } else {
+            Scopes::ScopesKept
         };
         assert_same_records_with(
             &dump(&parallel.datafile()),
@@ -219,10 +221,10 @@ fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) 
 }
 
 #[test]
-fn parity_with_dist_loadscope() {
-    // Module- and class-scoped fixtures land on the same test as in a single process.
+fn parity_with_dist_load() {
+    // Single tests spread over the workers (the default is loadscope).
     for venv in VENVS {
-        sequence(venv, &["--dist", "loadscope"], &[]);
+        sequence(venv, &["--dist", "load"], &[]);
     }
 }
 
