@@ -145,6 +145,9 @@ struct Slot {
     done: bool,
     /// Indices into the run list, handed to this worker, without a result yet.
     assigned: VecDeque<usize>,
+    /// The rest of the unit (scope, file) it works on, not handed out yet: a unit goes out a
+    /// test or two at a time, so that -x, a crash or a timeout finds the rest here.
+    backlog: VecDeque<usize>,
     /// Tests it reported whose fingerprints it has not written yet: run again if it dies.
     provisional: Vec<usize>,
     /// When the test it runs now (the first it holds) started.
@@ -168,6 +171,7 @@ impl Slot {
             exit: None,
             done: false,
             assigned: VecDeque::new(),
+            backlog: VecDeque::new(),
             provisional: Vec::new(),
             running_since: None,
             killed: None,
@@ -245,11 +249,14 @@ impl<'a> Supervisor<'a> {
         }
         self.ui.finish();
         if let Some(mut scheduler) = self.scheduler.take() {
-            let left: Vec<usize> = scheduler
+            let mut left: Vec<usize> = scheduler
                 .cancel()
                 .into_iter()
                 .flat_map(|u| u.tests)
                 .collect();
+            for slot in &mut self.slots {
+                left.extend(slot.backlog.drain(..));
+            }
             // Tests are "not run" only when a crash left them behind; after collection
             // errors, -x or pytest.exit() pytest itself would not have run them either.
             let lost_workers = !self.out.problems.is_empty() || !self.out.crashes.is_empty();
@@ -452,28 +459,36 @@ impl<'a> Supervisor<'a> {
             return;
         };
         let run_list = &self.out.run_list;
-        let unit = if self.stopping {
-            None
-        } else {
+        if !self.stopping && self.slots[w].backlog.is_empty() {
             let eligible = &self.slots[w].eligible;
-            scheduler.next_for(w, |unit| match eligible {
+            let unit = scheduler.next_for(w, |unit| match eligible {
                 None => true,
                 Some(set) => unit.tests.iter().all(|&i| set.contains(&run_list[i])),
-            })
-        };
+            });
+            self.slots[w]
+                .backlog
+                .extend(unit.into_iter().flat_map(|u| u.tests));
+        }
         let slot = &mut self.slots[w];
-        match unit {
-            Some(unit) => {
-                let nodeids = unit.tests.iter().map(|&i| run_list[i].clone()).collect();
+        // The worker holds `queued` tests and wants two: one running, one next.
+        let give = if self.stopping {
+            0
+        } else {
+            slot.backlog.len().min(2usize.saturating_sub(queued).max(1))
+        };
+        let tests: Vec<usize> = slot.backlog.drain(..give).collect();
+        match tests.is_empty() {
+            false => {
+                let nodeids = tests.iter().map(|&i| run_list[i].clone()).collect();
                 slot.wants = None;
                 let was_idle = slot.assigned.is_empty();
-                slot.assigned.extend(unit.tests);
+                slot.assigned.extend(tests);
                 slot.worker.send(&ToWorker::Run { nodeids });
                 if was_idle {
                     self.show_running(w);
                 }
             }
-            None if self.stopping => {
+            true if self.stopping => {
                 slot.wants = None;
                 slot.shut = true;
                 // After -x/--maxfail the test a worker holds as next does not start either.
@@ -484,11 +499,11 @@ impl<'a> Supervisor<'a> {
                 };
                 slot.worker.send(&msg);
             }
-            None if queued > 0 => {
+            true if queued > 0 => {
                 slot.wants = None;
                 slot.worker.send(&ToWorker::Later);
             }
-            None => self.release_parked(),
+            true => self.release_parked(),
         }
     }
 
@@ -501,7 +516,7 @@ impl<'a> Supervisor<'a> {
         let busy = self
             .slots
             .iter()
-            .any(|s| !s.done && !s.shut && !s.assigned.is_empty());
+            .any(|s| !s.done && !s.shut && !(s.assigned.is_empty() && s.backlog.is_empty()));
         if scheduler.units_left() > 0 || busy {
             return;
         }
@@ -701,6 +716,7 @@ impl<'a> Supervisor<'a> {
         let name = slot.worker.name.clone();
         let killed = slot.killed;
         let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
+        let backlog: Vec<usize> = slot.backlog.drain(..).collect();
         slot.wants = None;
         let lost: Vec<usize> = slot.provisional.drain(..).collect();
         let reported = std::mem::take(&mut slot.reported);
@@ -715,6 +731,7 @@ impl<'a> Supervisor<'a> {
         } else {
             Some(assigned.remove(0))
         };
+        assigned.extend(backlog);
         let what = match running {
             Some(i) => format!("while running {}", self.out.run_list[i]),
             None if slot.collected.is_none() => "before it finished collecting".to_string(),
