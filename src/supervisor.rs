@@ -516,7 +516,7 @@ impl<'a> Supervisor<'a> {
         let busy = self
             .slots
             .iter()
-            .any(|s| !s.done && !s.shut && !(s.assigned.is_empty() && s.backlog.is_empty()));
+            .any(|s| !s.done && !s.shut && (!s.assigned.is_empty() || !s.backlog.is_empty()));
         if scheduler.units_left() > 0 || busy {
             return;
         }
