@@ -94,6 +94,7 @@ class Worker:
         self.config = None
         self.sync = None  # testmon's end-of-collection sync: the tests that exist
         self.deselected = 0
+        self.user_deselected = []
         self.collect_errors = []
         self.reports = {}
         self.raw_reports = {}
@@ -256,6 +257,8 @@ class Worker:
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
+        # pytest's own deselection (-k, -m, --deselect), not testmon's (its items have no id)
+        self.user_deselected.extend(item.nodeid for item in items if hasattr(item, "nodeid"))
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -277,6 +280,7 @@ class Worker:
                 "sync": self.sync,
                 "collect_errors": self.collect_errors,
                 "tm_message": self.tm_message,
+                "user_deselected": self.user_deselected,
             }
         )
 

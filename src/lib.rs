@@ -331,9 +331,13 @@ fn keep_noop_state(
     if code != exit::OK || !completed {
         return Err("the run did not complete green");
     }
-    let (failing, tracked) =
+    let (reselected, tracked) =
         record::settled(tm, &prepared.env).map_err(|_| "the datafile could not be read")?;
-    if failing > 0 {
+    // testmon selects these every time; only pytest's own deselection (--deselect, with the
+    // same command line) keeps them from running.
+    let by_pytest: std::collections::HashSet<&str> =
+        outcome.user_deselected.iter().map(String::as_str).collect();
+    if !reselected.iter().all(|t| by_pytest.contains(t.as_str())) {
         return Err("tests are recorded as failing or not yet run");
     }
     // No test at all: pytest would exit 5 (no tests collected), not testmon's 0.
@@ -342,7 +346,7 @@ fn keep_noop_state(
         .as_deref()
         .filter(|tests| !tests.is_empty())
         .ok_or("testmon reported no tests")?;
-    noop::NoopState::after_run(&tm.datafile, snapshot, tracked, tests)
+    noop::NoopState::after_run(&tm.datafile, snapshot, tracked, tests, &reselected)
         .ok_or("a Python file was written just before or during the run")
 }
 

@@ -87,18 +87,27 @@ pub enum Answer {
 impl NoopState {
     /// The state after a completed run, from the snapshot taken before it started; None
     /// when it cannot vouch for the next run (a file moved during the run).
-    /// `tests` is every test testmon knows to exist after the run (its collection sync).
+    /// `tests` is every test testmon knows to exist after the run (its collection sync);
+    /// `reselected` the tests it selects every time (pytest deselects them).
     pub fn after_run(
         datafile: &Path,
         snapshot: &Snapshot,
         tracked: Vec<String>,
         tests: &[String],
+        reselected: &[String],
     ) -> Option<NoopState> {
+        use crate::db::home_file;
         let manifest = Manifest::hash(snapshot)?;
+        // A run that selects nothing collects the files testmon does not track and those of
+        // the tests it selects every time; all their tests end deselected (by testmon, or
+        // by pytest).
         let files: std::collections::HashSet<&str> = tracked.iter().map(String::as_str).collect();
+        let collected: std::collections::HashSet<&str> =
+            reselected.iter().map(|t| home_file(t)).collect();
         let deselected = tests
             .iter()
-            .filter(|t| !files.contains(crate::db::home_file(t)))
+            .map(|t| home_file(t))
+            .filter(|home| !files.contains(home) || collected.contains(home))
             .count() as u64;
         Some(NoopState {
             datafile: datafile_stats(datafile),

@@ -24,6 +24,9 @@ pub enum FromWorker {
         /// testmon's own header words (changed files, unchanged files, environment).
         #[serde(default)]
         tm_message: Option<String>,
+        /// The tests pytest itself deselected (-k, -m, --deselect).
+        #[serde(default)]
+        user_deselected: Vec<String>,
     },
     /// The worker has at most one test left (`queued`): it wants the next unit.
     Want {

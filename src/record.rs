@@ -41,11 +41,11 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
     })
 }
 
-/// After a completed run: how many tests testmon would select again with nothing changed
+/// After a completed run: the tests testmon would select again with nothing changed
 /// (failing, not yet run), and the files it tracks.
-pub fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(u64, Vec<String>)> {
+pub fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(Vec<String>, Vec<String>)> {
     let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
-    let failing = db::reselected_count(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
+    let failing = db::reselected(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
     let tracked = db::tracked_files(&conn, env.id)?;
     close(conn)?;
     Ok((failing, tracked))

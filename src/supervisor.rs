@@ -35,6 +35,8 @@ pub struct RunOutcome {
     pub results: Vec<TestResult>,
     pub collect_errors: Vec<CollectError>,
     pub deselected: u64,
+    /// The tests pytest itself deselected (-k, -m, --deselect), by the first worker.
+    pub user_deselected: Vec<String>,
     pub sync: Option<Vec<String>>,
     pub interrupted: bool,
     /// The `-x`/`--maxfail` limit was reached.
@@ -125,6 +127,7 @@ enum Kill {
 struct Collected {
     nodeids: Vec<String>,
     deselected: u64,
+    user_deselected: Vec<String>,
     sync: Option<Vec<String>>,
     collect_errors: Vec<CollectError>,
     tm_message: Option<String>,
@@ -320,10 +323,12 @@ impl<'a> Supervisor<'a> {
                 sync,
                 collect_errors,
                 tm_message,
+                user_deselected,
             } => {
                 self.slots[w].collected = Some(Collected {
                     nodeids,
                     deselected,
+                    user_deselected,
                     sync,
                     collect_errors,
                     tm_message,
@@ -382,6 +387,7 @@ impl<'a> Supervisor<'a> {
         let run_list = collected.nodeids.clone();
         let tm_message = collected.tm_message.take();
         self.out.deselected = collected.deselected;
+        self.out.user_deselected = std::mem::take(&mut collected.user_deselected);
         self.out.sync = collected.sync.take();
         self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
         for i in 0..self.slots.len() {

@@ -11,7 +11,7 @@ pub use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
 pub use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
 pub use merge::{merge_spools, Batches};
 pub use open::{open_main, Opened};
-pub use reads::{durations, reselected_count, tracked_files};
+pub use reads::{durations, reselected, tracked_files};
 pub use schema::schema_sql;
 
 /// The file part of a test name: `tests/test_x.py::T::t` → `tests/test_x.py`.

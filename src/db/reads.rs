@@ -30,23 +30,21 @@ pub fn tracked_files(conn: &Connection, env_id: i64) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How many tests of the environment testmon selects again whatever changes: recorded as
+/// The tests of the environment testmon selects again whatever changes: recorded as
 /// failing, or not yet run (a placeholder fingerprint, "0match", that never matches: a test
 /// collected but deselected, one whose fingerprints testmon could not compute).
-pub fn reselected_count(conn: &Connection, env_id: i64, placeholder: &[u8]) -> Result<u64> {
-    let failing: u64 = conn.query_row(
-        "SELECT count(*) FROM test_execution WHERE environment_id = ? AND failed = 1",
-        [env_id],
-        |r| r.get(0),
-    )?;
-    let not_run: u64 = conn.query_row(
-        "SELECT count(DISTINCT te.id)
+pub fn reselected(conn: &Connection, env_id: i64, placeholder: &[u8]) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT test_name FROM test_execution WHERE environment_id = ?1 AND failed = 1
+         UNION
+         SELECT te.test_name
          FROM test_execution te, test_execution_file_fp te_ffp, file_fp f
-         WHERE te.environment_id = ? AND te.id = te_ffp.test_execution_id
+         WHERE te.environment_id = ?1 AND te.id = te_ffp.test_execution_id
            AND te_ffp.fingerprint_id = f.id
-           AND (f.fsha IS NULL OR f.method_checksums = ?)",
-        rusqlite::params![env_id, placeholder],
-        |r| r.get(0),
+           AND (f.fsha IS NULL OR f.method_checksums = ?2)",
     )?;
-    Ok(failing + not_run)
+    let rows = stmt.query_map(rusqlite::params![env_id, placeholder], |r| {
+        r.get::<_, String>(0)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
