@@ -135,10 +135,14 @@ pub fn run(config: &Config) -> Result<u8> {
             }
         }
     }
-    let prepared = testmon.map(record::prepare).transpose()?;
-    // The files as this run starts, for the no-op state it may leave (noop).
-    let snapshot = match (&entry, prepared.as_ref()) {
-        (Some(_), Some(prepared)) if noop::eligible(&facts) => {
+    // A run that may leave a no-op state (noop) reads the files testmon tracks.
+    let may_keep_noop = entry.is_some() && noop::eligible(&facts);
+    let prepared = testmon
+        .map(|tm| record::prepare(tm, may_keep_noop))
+        .transpose()?;
+    // The files as this run starts, for the no-op state it may leave.
+    let snapshot = match prepared.as_ref() {
+        Some(prepared) if may_keep_noop => {
             Some(manifest::Snapshot::take(&facts.rootdir, &prepared.tracked))
         }
         _ => None,
@@ -262,15 +266,7 @@ pub fn run(config: &Config) -> Result<u8> {
             p.probe, p.prepare, p.collect, p.run, p.merge
         );
     }
-    let style = report::Style {
-        width,
-        verbose: facts.verbose,
-        reportchars: facts.reportchars.clone(),
-        tbstyle: facts.tbstyle.clone(),
-        durations: facts.durations,
-        durations_min: facts.durations_min,
-        color,
-    };
+    let style = report_style(&facts, width, color);
     terminal::say(&report::run_report(
         &outcome,
         &style,
@@ -306,6 +302,19 @@ pub fn run(config: &Config) -> Result<u8> {
     }
     junit?;
     Ok(code)
+}
+
+/// How the report is drawn: pytest's output options, as the probe found them.
+fn report_style(facts: &probe::Facts, width: usize, color: bool) -> report::Style {
+    report::Style {
+        width,
+        verbose: facts.verbose,
+        reportchars: facts.reportchars.clone(),
+        tbstyle: facts.tbstyle.clone(),
+        durations: facts.durations,
+        durations_min: facts.durations_min,
+        color,
+    }
 }
 
 /// The state that lets the next run of this command answer a no-op (see `noop`), when this
@@ -398,15 +407,7 @@ fn fast_path(
         deselected,
         ..RunOutcome::default()
     };
-    let style = report::Style {
-        width,
-        verbose: facts.verbose,
-        reportchars: facts.reportchars.clone(),
-        tbstyle: facts.tbstyle.clone(),
-        durations: facts.durations,
-        durations_min: facts.durations_min,
-        color: terminal::color(&facts.color),
-    };
+    let style = report_style(facts, width, terminal::color(&facts.color));
     terminal::say(&report::run_report(
         &outcome,
         &style,

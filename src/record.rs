@@ -14,12 +14,13 @@ pub struct Prepared {
     /// testmon's "new DB".
     pub created: bool,
     pub durations: HashMap<String, f64>,
-    /// The files testmon tracks for the environment (relative to the rootdir).
+    /// The files testmon tracks for the environment (relative to the rootdir), when asked.
     pub tracked: Vec<String>,
 }
 
 /// Opens or creates the datafile and fetches or creates this run's environment row.
-pub fn prepare(tm: &Testmon) -> Result<Prepared> {
+/// `tracked`: also read the files testmon tracks (for the no-op state; empty otherwise).
+pub fn prepare(tm: &Testmon, tracked: bool) -> Result<Prepared> {
     let mut opened = db::open_main(&tm.datafile, tm.data_version)?;
     let env = db::fetch_or_create_environment(
         &mut opened.conn,
@@ -31,7 +32,11 @@ pub fn prepare(tm: &Testmon) -> Result<Prepared> {
     .context("preparing testmon's environment")?;
     db::touch_survey_date(&opened.conn, today())?;
     let durations = db::durations(&opened.conn, env.id)?;
-    let tracked = db::tracked_files(&opened.conn, env.id)?;
+    let tracked = if tracked {
+        db::tracked_files(&opened.conn, env.id)?
+    } else {
+        Vec::new()
+    };
     close(opened.conn)?;
     Ok(Prepared {
         env,
