@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use testmon_run::terminal;
+use testmon_run::ui::terminal;
 use testmon_run::ui::{choose_mode, Ui};
 
 struct Args {

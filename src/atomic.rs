@@ -7,7 +7,7 @@ use anyhow::Context;
 
 /// Writes `data` to a temporary file next to `dest` (creating `dest`'s directory, as pytest
 /// does for its outputs), then renames it over `dest`; a failed write leaves no temp file.
-pub fn write(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
     let file_name = dest
         .file_name()
         .with_context(|| format!("{}: not a file name", dest.display()))?;

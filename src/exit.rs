@@ -3,21 +3,21 @@
 use thiserror::Error;
 
 /// All selected tests passed, or testmon deselected every test.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// Some tests failed or errored.
-pub const TESTS_FAILED: u8 = 1;
+pub(crate) const TESTS_FAILED: u8 = 1;
 /// The run was interrupted (Ctrl-C, SIGTERM) or collection failed.
-pub const INTERRUPTED: u8 = 2;
+pub(crate) const INTERRUPTED: u8 = 2;
 /// An internal error: a worker crashed, the database could not be written, ...
-pub const INTERNAL_ERROR: u8 = 3;
+pub(crate) const INTERNAL_ERROR: u8 = 3;
 /// A usage error: bad testmon-run or pytest arguments, a datafile that cannot be used.
-pub const USAGE_ERROR: u8 = 4;
+pub(crate) const USAGE_ERROR: u8 = 4;
 /// No tests were collected.
-pub const NO_TESTS_COLLECTED: u8 = 5;
+pub(crate) const NO_TESTS_COLLECTED: u8 = 5;
 
 /// An error that ends the run with a documented exit code and a one-line message.
 #[derive(Debug, Error)]
-pub enum Fatal {
+pub(crate) enum Fatal {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -28,7 +28,7 @@ pub enum Fatal {
 }
 
 impl Fatal {
-    pub fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self {
             Fatal::Usage(_) => USAGE_ERROR,
             Fatal::Internal(_) => INTERNAL_ERROR,
@@ -38,7 +38,7 @@ impl Fatal {
 }
 
 /// The exit code of an error from `run`: a `Fatal` carries its own, anything else is internal.
-pub fn code_of(error: &anyhow::Error) -> u8 {
+pub(crate) fn code_of(error: &anyhow::Error) -> u8 {
     error
         .chain()
         .find_map(|cause| cause.downcast_ref::<Fatal>())
@@ -47,19 +47,19 @@ pub fn code_of(error: &anyhow::Error) -> u8 {
 
 /// What a run ended with, in pytest's precedence.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Interrupted, or stopped by errors during collection (pytest's exit 2).
-    pub interrupted: bool,
-    pub internal_error: bool,
-    pub usage_error: bool,
-    pub failures: bool,
-    pub tests_run: usize,
-    pub deselected_by_testmon: bool,
+    pub(crate) interrupted: bool,
+    pub(crate) internal_error: bool,
+    pub(crate) usage_error: bool,
+    pub(crate) failures: bool,
+    pub(crate) tests_run: usize,
+    pub(crate) deselected_by_testmon: bool,
 }
 
 impl Outcome {
     /// pytest's exit code for this outcome.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.usage_error {
             USAGE_ERROR
         } else if self.internal_error {

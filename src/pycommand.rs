@@ -6,7 +6,7 @@ use std::process::Command;
 
 /// The user's command plus `-p <plugin>`, with `python_path` put in front of PYTHONPATH
 /// (extended, never replaced) and, if given, an absolute TESTMON_DATAFILE.
-pub fn with_plugin(
+pub(crate) fn with_plugin(
     command: &[OsString],
     plugin: &str,
     python_path: &Path,
@@ -34,7 +34,7 @@ fn extend_path(first: &Path, rest: Option<&OsStr>) -> OsString {
 }
 
 /// The command's name for messages.
-pub fn display(command: &[OsString]) -> String {
+pub(crate) fn display(command: &[OsString]) -> String {
     command
         .iter()
         .map(|a| a.to_string_lossy())

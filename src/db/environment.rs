@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// Which testmon's rules apply when the packages or python version changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Semantics {
+pub(crate) enum Semantics {
     /// 2.1.x (data version 13): a new row is added beside the old one.
     AddRow,
     /// 2.2.x (data version 14): the old row is replaced (its tests go with it).
@@ -14,7 +14,7 @@ pub enum Semantics {
 }
 
 impl Semantics {
-    pub fn for_data_version(data_version: i64) -> Semantics {
+    pub(crate) fn for_data_version(data_version: i64) -> Semantics {
         if data_version >= 14 {
             Semantics::ReplaceRow
         } else {
@@ -24,12 +24,12 @@ impl Semantics {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvironmentRow {
-    pub id: i64,
-    pub packages_changed: bool,
+pub(crate) struct EnvironmentRow {
+    pub(crate) id: i64,
+    pub(crate) packages_changed: bool,
 }
 
-pub fn fetch_or_create_environment(
+pub(crate) fn fetch_or_create_environment(
     conn: &mut Connection,
     name: &str,
     packages: &str,

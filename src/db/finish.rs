@@ -14,7 +14,7 @@ use super::merge::FileFpRows;
 /// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; collected tests
 /// without a record get a placeholder ("0match") so that they are selected until they ran.
 /// `collected` is what the worker's testmon computed: its collection plus its stable tests.
-pub fn sync_tests(
+pub(crate) fn sync_tests(
     conn: &mut Connection,
     env_id: i64,
     collected: &[String],
@@ -71,7 +71,7 @@ pub fn sync_tests(
 
 /// Marks tests as failed, so that testmon selects them again next time (a test whose worker
 /// crashed or timed out while running it: its record, if any, would say it passed).
-pub fn mark_failed(conn: &mut Connection, env_id: i64, tests: &[String]) -> Result<()> {
+pub(crate) fn mark_failed(conn: &mut Connection, env_id: i64, tests: &[String]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut update = tx.prepare(
@@ -87,7 +87,7 @@ pub fn mark_failed(conn: &mut Connection, env_id: i64, tests: &[String]) -> Resu
 
 /// testmon's `finish_execution`: the saving statistics, then the vacuum of fingerprints no
 /// test refers to.
-pub fn finish_execution(conn: &mut Connection, env_id: i64, select: bool) -> Result<()> {
+pub(crate) fn finish_execution(conn: &mut Connection, env_id: i64, select: bool) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (saved_tests, saved_time): (i64, Option<f64>) = tx.query_row(
         "SELECT count(*), sum(duration) FROM test_execution
@@ -163,7 +163,7 @@ fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) ->
 
 /// What testmon's report header writes: today's date as the last survey notification,
 /// when none is recorded or the recorded one is 28 days old or more.
-pub fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
+pub(crate) fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
     const DATAID: &str = "None:last_survey_notification_date";
     let stored: Option<String> = conn
         .query_row(
@@ -190,7 +190,7 @@ pub fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
 }
 
 /// Days since 1970-01-01 → "YYYY-MM-DD" (proleptic Gregorian, Howard Hinnant's algorithm).
-pub fn iso_date(days: i64) -> String {
+pub(crate) fn iso_date(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -19,13 +19,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 pub(super) type Triple = (String, Option<String>, Vec<u8>);
 
 /// The batch in which a single process would have written each test's fingerprints.
-pub struct Batches {
+pub(crate) struct Batches {
     of_test: HashMap<String, usize>,
 }
 
 impl Batches {
     /// `run_list` in testmon's order; `batch_size` is the installed testmon's TEST_BATCH_SIZE.
-    pub fn new(run_list: &[String], batch_size: usize) -> Batches {
+    pub(crate) fn new(run_list: &[String], batch_size: usize) -> Batches {
         let size = batch_size.max(1);
         let of_test = run_list
             .iter()
@@ -41,7 +41,7 @@ impl Batches {
 }
 
 /// Merges every spool; returns how many tests they recorded.
-pub fn merge_spools(
+pub(crate) fn merge_spools(
     conn: &mut Connection,
     spools: &[PathBuf],
     env_id: i64,

@@ -7,14 +7,14 @@ mod open;
 mod reads;
 mod schema;
 
-pub use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
-pub use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
-pub use merge::{merge_spools, Batches};
-pub use open::{open_main, Opened};
-pub use reads::{durations, reselected, tracked_files};
-pub use schema::schema_sql;
+pub(crate) use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
+pub(crate) use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
+pub(crate) use merge::{merge_spools, Batches};
+pub(crate) use open::open_main;
+pub(crate) use reads::{durations, reselected, tracked_files};
+pub(crate) use schema::schema_sql;
 
 /// The file part of a test name: `tests/test_x.py::T::t` → `tests/test_x.py`.
-pub fn home_file(test_name: &str) -> &str {
+pub(crate) fn home_file(test_name: &str) -> &str {
     test_name.split("::").next().unwrap_or(test_name)
 }

@@ -12,11 +12,11 @@ use rusqlite::Connection;
 use super::schema_sql;
 use crate::exit::Fatal;
 
-pub struct Opened {
-    pub conn: Connection,
+pub(crate) struct Opened {
+    pub(crate) conn: Connection,
     /// The file was created now, or recreated because it held another testmon's data
     /// version (testmon's "new DB").
-    pub created: bool,
+    pub(crate) created: bool,
 }
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -24,7 +24,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Opens the datafile read-write with testmon's connection options; creates it with the
 /// schema of `data_version` when missing; replaces it, as testmon does, when it holds
 /// another data version.
-pub fn open_main(path: &Path, data_version: i64) -> Result<Opened> {
+pub(crate) fn open_main(path: &Path, data_version: i64) -> Result<Opened> {
     let schema = schema_sql(data_version)
         .ok_or_else(|| Fatal::Usage(format!("unsupported testmon data version {data_version}")))?;
     check_usable(path)?;

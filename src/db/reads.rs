@@ -6,7 +6,7 @@ use anyhow::Result;
 use rusqlite::Connection;
 
 /// testmon's recorded duration of every test of the environment that has one.
-pub fn durations(conn: &Connection, env_id: i64) -> Result<HashMap<String, f64>> {
+pub(crate) fn durations(conn: &Connection, env_id: i64) -> Result<HashMap<String, f64>> {
     let mut stmt = conn.prepare(
         "SELECT test_name, duration FROM test_execution
          WHERE environment_id = ? AND duration IS NOT NULL",
@@ -19,7 +19,7 @@ pub fn durations(conn: &Connection, env_id: i64) -> Result<HashMap<String, f64>>
 
 /// The files testmon tracks for the environment (its `DB.filenames`): what its no-change
 /// check reads, and what its header counts as "unchanged files" when nothing changed.
-pub fn tracked_files(conn: &Connection, env_id: i64) -> Result<Vec<String>> {
+pub(crate) fn tracked_files(conn: &Connection, env_id: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT DISTINCT f.filename
          FROM file_fp f, test_execution_file_fp te_ffp, test_execution te
@@ -33,7 +33,11 @@ pub fn tracked_files(conn: &Connection, env_id: i64) -> Result<Vec<String>> {
 /// The tests of the environment testmon selects again whatever changes: recorded as
 /// failing, or not yet run (a placeholder fingerprint, "0match", that never matches: a test
 /// collected but deselected, one whose fingerprints testmon could not compute).
-pub fn reselected(conn: &Connection, env_id: i64, placeholder: &[u8]) -> Result<Vec<String>> {
+pub(crate) fn reselected(
+    conn: &Connection,
+    env_id: i64,
+    placeholder: &[u8],
+) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT test_name FROM test_execution WHERE environment_id = ?1 AND failed = 1
          UNION

@@ -2,27 +2,29 @@
 //! ERRORS and FAILURES sections, warnings summary, durations, short test summary and its
 //! final summary line, in pytest's order.
 
+pub(crate) mod header;
+
 mod summary;
 mod tables;
 
-pub use summary::{format_duration, sep, stats, summary_line, summary_line_for, Stats};
-pub use tables::{durations_text, warnings_text};
+pub(crate) use summary::{sep, stats, summary_line_for};
+pub(crate) use tables::{durations_text, warnings_text};
 
-use crate::protocol::{CollectError, Report};
-use crate::supervisor::{RunOutcome, TestResult};
+use crate::run::protocol::{CollectError, Report};
+use crate::run::supervisor::{RunOutcome, TestResult};
 
 /// pytest's options that shape the end-of-run report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Style {
-    pub width: usize,
-    pub verbose: i64,
+pub(crate) struct Style {
+    pub(crate) width: usize,
+    pub(crate) verbose: i64,
     /// `-r` characters, as pytest resolved them (default "fE" plus "w").
-    pub reportchars: String,
-    pub tbstyle: String,
-    pub durations: Option<u64>,
-    pub durations_min: Option<f64>,
+    pub(crate) reportchars: String,
+    pub(crate) tbstyle: String,
+    pub(crate) durations: Option<u64>,
+    pub(crate) durations_min: Option<f64>,
     /// pytest's colours for the final line.
-    pub color: bool,
+    pub(crate) color: bool,
 }
 
 impl Default for Style {
@@ -40,7 +42,7 @@ impl Default for Style {
 }
 
 /// The ERRORS and FAILURES sections (none with `--tb=no`), as pytest prints them.
-pub fn sections_text(
+pub(crate) fn sections_text(
     results: &[TestResult],
     collect_errors: &[CollectError],
     style: &Style,
@@ -88,7 +90,7 @@ pub fn sections_text(
 
 /// pytest's XFAILURES, PASSES and XPASSES sections (`--xfail-tb`, `-rP`, `-rX`) with these
 /// `titles`, in that order; each test's part was made by pytest in its worker.
-pub fn extra_sections(
+pub(crate) fn extra_sections(
     sections: &[(String, String, String)],
     titles: &[&str],
     width: usize,
@@ -113,7 +115,7 @@ pub fn extra_sections(
 
 /// pytest's "short test summary info": for each `-r` character, the lines of its reports
 /// (the workers produced each line with pytest's own code), skips folded by location.
-pub fn short_summary(
+pub(crate) fn short_summary(
     results: &[TestResult],
     collect_errors: &[CollectError],
     style: &Style,
@@ -184,7 +186,7 @@ fn collect_error_line(error: &CollectError) -> String {
 }
 
 /// `SKIPPED [1] t.py:3: why` lines from several workers, counted as pytest folds them.
-pub fn fold_skips(lines: &[String]) -> Vec<String> {
+pub(crate) fn fold_skips(lines: &[String]) -> Vec<String> {
     let mut folded: Vec<(String, u64, String)> = Vec::new();
     for line in lines {
         let parsed = line.split_once(" [").and_then(|(word, rest)| {
@@ -229,7 +231,7 @@ fn reports_in<'a>(results: &'a [TestResult], category: &str) -> Vec<(&'a str, &'
 
 /// Everything after the run, in pytest's order: ERRORS, FAILURES, warnings summary,
 /// durations, short test summary, our own problems, "stopping after", the final line.
-pub fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
+pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> String {
     let width = style.width;
     let mut out = String::new();
     for warning in &outcome.warnings {

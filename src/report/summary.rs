@@ -1,7 +1,7 @@
 //! pytest's final line: `==== 1 failed, 41 passed, 120 deselected in 3.02s ====`.
 
-use crate::protocol::CollectError;
-use crate::supervisor::TestResult;
+use crate::run::protocol::CollectError;
+use crate::run::supervisor::TestResult;
 
 /// pytest's KNOWN_TYPES: the order of the summary line.
 const KNOWN_TYPES: [&str; 11] = [
@@ -21,12 +21,12 @@ const KNOWN_TYPES: [&str; 11] = [
 /// Counts by pytest category, in the summary line's order (unknown categories last, in the
 /// order first seen).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Stats {
-    pub counts: Vec<(String, usize)>,
+pub(crate) struct Stats {
+    pub(crate) counts: Vec<(String, usize)>,
 }
 
 impl Stats {
-    pub fn get(&self, key: &str) -> usize {
+    pub(crate) fn get(&self, key: &str) -> usize {
         self.counts
             .iter()
             .find(|(k, _)| k == key)
@@ -44,7 +44,7 @@ impl Stats {
     }
 
     /// The counts in the final line's order.
-    pub fn ordered(&self) -> Vec<(&str, usize)> {
+    pub(crate) fn ordered(&self) -> Vec<(&str, usize)> {
         let known = KNOWN_TYPES
             .iter()
             .filter_map(|k| self.counts.iter().find(|(c, _)| c == k));
@@ -59,7 +59,7 @@ impl Stats {
     }
 }
 
-pub fn stats(
+pub(crate) fn stats(
     results: &[TestResult],
     collect_errors: &[CollectError],
     deselected: u64,
@@ -90,7 +90,7 @@ fn pluralize(count: usize, noun: &str) -> String {
 }
 
 /// pytest's `format_session_duration`.
-pub fn format_duration(seconds: f64) -> String {
+pub(crate) fn format_duration(seconds: f64) -> String {
     if seconds < 60.0 {
         format!("{seconds:.2}s")
     } else {
@@ -105,7 +105,7 @@ pub fn format_duration(seconds: f64) -> String {
 }
 
 /// pytest's TerminalWriter.sep: `==== title ====` as wide as fits in `width`.
-pub fn sep(ch: char, title: &str, width: usize) -> String {
+pub(crate) fn sep(ch: char, title: &str, width: usize) -> String {
     let title_len = title.chars().count();
     let n = (width.saturating_sub(title_len + 2) / 2).max(1);
     let fill: String = std::iter::repeat_n(ch, n).collect();
@@ -119,7 +119,7 @@ pub fn sep(ch: char, title: &str, width: usize) -> String {
 
 /// The final line, exactly in pytest's form: between `=` at verbosity 0 and up, bare with
 /// `-q`, none with `-qq`; in pytest's colours when `color`.
-pub fn summary_line_for(
+pub(crate) fn summary_line_for(
     stats: &Stats,
     seconds: f64,
     width: usize,
@@ -217,29 +217,10 @@ fn body(stats: &Stats, seconds: f64, color: bool) -> String {
     }
 }
 
-/// The final line between `=` signs, exactly in pytest's form.
-pub fn summary_line(stats: &Stats, seconds: f64, width: usize) -> String {
-    let parts: Vec<String> = stats
-        .ordered()
-        .into_iter()
-        .map(|(k, n)| pluralize(n, k))
-        .collect();
-    let body = if parts.is_empty() {
-        "no tests ran".to_string()
-    } else {
-        parts.join(", ")
-    };
-    sep(
-        '=',
-        &format!("{body} in {}", format_duration(seconds)),
-        width,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Report;
+    use crate::run::protocol::Report;
 
     fn result(categories: &[&str]) -> TestResult {
         let reports = categories
@@ -271,7 +252,7 @@ mod tests {
         ];
         let stats = stats(&results, &[], 120, 0);
         assert_eq!(
-            summary_line(&stats, 3.0234, 80),
+            summary_line_for(&stats, 3.0234, 80, 0, false),
             "== 1 failed, 2 passed, 1 skipped, 120 deselected, 1 xfailed, 1 error in 3.02s ==\n"
         );
     }
@@ -280,15 +261,15 @@ mod tests {
     fn plurals_and_empty_runs() {
         let two_errors = stats(&[result(&["error"]), result(&["error"])], &[], 0, 0);
         assert_eq!(
-            summary_line(&two_errors, 0.5, 40),
+            summary_line_for(&two_errors, 0.5, 40, 0, false),
             "========== 2 errors in 0.50s ===========\n"
         );
         assert_eq!(
-            summary_line(&Stats::default(), 0.01, 40),
+            summary_line_for(&Stats::default(), 0.01, 40, 0, false),
             "======== no tests ran in 0.01s =========\n"
         );
         assert_eq!(
-            summary_line(&stats(&[], &[], 53, 0), 0.12, 40),
+            summary_line_for(&stats(&[], &[], 53, 0), 0.12, 40, 0, false),
             "======== 53 deselected in 0.12s ========\n"
         );
         assert_eq!(format_duration(75.5), "75.50s (0:01:15)");

@@ -1,14 +1,14 @@
 //! pytest's "warnings summary" and "slowest durations" sections, over every worker's reports.
 
 use super::sep;
-use crate::supervisor::TestResult;
+use crate::run::supervisor::TestResult;
 
 const WARNINGS_DOCS: &str =
     "-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html";
 
 /// pytest's warnings summary: warnings grouped by message, each with its locations (by file
 /// from ten on). `warnings` are (location, message) pairs, already deduplicated.
-pub fn warnings_text(warnings: &[(String, String)], width: usize) -> String {
+pub(crate) fn warnings_text(warnings: &[(String, String)], width: usize) -> String {
     if warnings.is_empty() {
         return String::new();
     }
@@ -56,7 +56,7 @@ pub fn warnings_text(warnings: &[(String, String)], width: usize) -> String {
 }
 
 /// `--durations N`: the slowest setup/call/teardown phases of the whole run.
-pub fn durations_text(
+pub(crate) fn durations_text(
     results: &[TestResult],
     durations: Option<u64>,
     durations_min: Option<f64>,
@@ -111,7 +111,7 @@ fn python_g(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Report;
+    use crate::run::protocol::Report;
 
     fn result(nodeid: &str, phases: &[(&str, f64)]) -> TestResult {
         TestResult {

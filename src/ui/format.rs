@@ -17,7 +17,12 @@ const BAR_MIN: usize = 5;
 /// is done, the remaining cost at the rate seen so far (`remaining * elapsed / done`);
 /// before that, the remaining cost spread over the workers. None when the total cost is
 /// unknown (0, negative or not a number). Clamped to 0..=99h59m59s.
-pub fn eta(elapsed: Duration, done_cost: f64, total_cost: f64, workers: usize) -> Option<Duration> {
+pub(crate) fn eta(
+    elapsed: Duration,
+    done_cost: f64,
+    total_cost: f64,
+    workers: usize,
+) -> Option<Duration> {
     if !(total_cost.is_finite() && total_cost > 0.0) {
         return None;
     }
@@ -41,7 +46,7 @@ pub fn eta(elapsed: Duration, done_cost: f64, total_cost: f64, workers: usize) -
 }
 
 /// `3.1s`, `1m05s`, `2h03m`: tenths of a second below a minute.
-pub fn elapsed_text(elapsed: Duration) -> String {
+pub(crate) fn elapsed_text(elapsed: Duration) -> String {
     let tenths = (elapsed.as_secs_f64() * 10.0).round() as u64;
     if tenths < 600 {
         format!("{}.{}s", tenths / 10, tenths % 10)
@@ -51,7 +56,7 @@ pub fn elapsed_text(elapsed: Duration) -> String {
 }
 
 /// `4s`, `1m05s`, `2h03m`: whole seconds (rounded) below a minute.
-pub fn eta_text(eta: Duration) -> String {
+pub(crate) fn eta_text(eta: Duration) -> String {
     let seconds = eta.as_secs_f64().round() as u64;
     if seconds < 60 {
         format!("{seconds}s")
@@ -70,7 +75,7 @@ fn minutes_text(seconds: u64) -> String {
 
 /// The run's status in one line: `[12/53] 2 failed, 3.1s elapsed, ETA 4s` (`, ETA …` left
 /// out when unknown). The bar shows it as is; plain mode prefixes `testmon-run: `.
-pub fn status_line(
+pub(crate) fn status_line(
     done: usize,
     total: usize,
     failed: usize,
@@ -89,7 +94,7 @@ pub fn status_line(
 }
 
 /// Plain mode's periodic line: `testmon-run: [12/53] 2 failed, 3.1s elapsed, ETA 4s`.
-pub fn plain_status_line(
+pub(crate) fn plain_status_line(
     done: usize,
     total: usize,
     failed: usize,
@@ -104,7 +109,7 @@ pub fn plain_status_line(
 
 /// The bar's main line: the status line, then a bar `[=====>    ]` (filled by the count of
 /// tests done) when there are at least 5 columns for it; never wider than `width`.
-pub fn bar_line(
+pub(crate) fn bar_line(
     done: usize,
     total: usize,
     failed: usize,
@@ -135,7 +140,7 @@ pub fn bar_line(
 
 /// A worker's line: `gw0 tests/test_x.py::test_y`, or `gw1 idle`; a node id too long for
 /// `width` keeps its end, after an ellipsis: `gw0 …t_x.py::test_y`.
-pub fn worker_line(name: &str, current: Option<&str>, width: usize) -> String {
+pub(crate) fn worker_line(name: &str, current: Option<&str>, width: usize) -> String {
     let Some(nodeid) = current else {
         return fit_start(&format!("{name} idle"), width);
     };
@@ -154,7 +159,7 @@ pub fn worker_line(name: &str, current: Option<&str>, width: usize) -> String {
 
 /// The line under the worker lines when there are more workers than room:
 /// `+12 more workers, 9 busy`.
-pub fn more_workers_line(hidden: usize, busy: usize, width: usize) -> String {
+pub(crate) fn more_workers_line(hidden: usize, busy: usize, width: usize) -> String {
     fit_start(
         &format!(
             "+{hidden} more worker{}, {busy} busy",
@@ -165,7 +170,7 @@ pub fn more_workers_line(hidden: usize, busy: usize, width: usize) -> String {
 }
 
 /// Columns `text` takes by the conservative count (ASCII 1, anything else 2).
-pub fn text_width(text: &str) -> usize {
+pub(crate) fn text_width(text: &str) -> usize {
     text.chars().map(char_width).sum()
 }
 
@@ -185,7 +190,7 @@ fn sanitize(text: &str) -> String {
 }
 
 /// The start of `text` that fits `width`, control characters replaced.
-pub fn fit_start(text: &str, width: usize) -> String {
+pub(crate) fn fit_start(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
     for c in sanitize(text).chars() {

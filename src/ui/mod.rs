@@ -11,7 +11,8 @@
 //! `testmon-run: [12/53] 2 failed, 3.1s elapsed, ETA 4s` at most every 5 seconds.
 //! Silent mode prints only the text of [`Ui::line`].
 
-pub mod format;
+pub(crate) mod format;
+pub mod terminal;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 
 /// How often plain mode prints its status line, at most.
-pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The bar's redraws per second, at most.
-pub const REFRESH_HZ: u8 = 10;
+pub(crate) const REFRESH_HZ: u8 = 10;
 /// Lines for [`Ui::line`] are batched for this long in bar mode (each print redraws the bar).
 const BATCH: Duration = Duration::from_millis(100);
 
@@ -157,7 +158,7 @@ impl Ui {
 
     /// `count` finished tests of expected `cost` seconds will run again (their worker was lost
     /// before their records were written).
-    pub fn run_again(&mut self, count: usize, cost: f64) {
+    pub(crate) fn run_again(&mut self, count: usize, cost: f64) {
         self.done = self.done.saturating_sub(count);
         if cost.is_finite() && cost > 0.0 {
             self.done_cost = (self.done_cost - cost).max(0.0);
@@ -209,7 +210,7 @@ impl Ui {
                         elapsed,
                         self.eta(elapsed),
                     );
-                    crate::terminal::say(&format!("{line}\n"));
+                    crate::ui::terminal::say(&format!("{line}\n"));
                 }
             }
             Mode::Silent => {}
@@ -247,8 +248,8 @@ impl Ui {
             // line to the terminal (joined when copied, or when a resize reflows them).
             Some(bars) => bars
                 .multi
-                .suspend(|| crate::terminal::say(&format!("{text}\n"))),
-            None => crate::terminal::say(&format!("{text}\n")),
+                .suspend(|| crate::ui::terminal::say(&format!("{text}\n"))),
+            None => crate::ui::terminal::say(&format!("{text}\n")),
         }
     }
 
@@ -367,7 +368,7 @@ impl Bars {
 
 /// The terminal's (columns, rows) when stdout is one and both are known.
 fn terminal_size() -> Option<(u16, u16)> {
-    crate::terminal::size().filter(|&(_, rows)| rows > 0)
+    crate::ui::terminal::size().filter(|&(_, rows)| rows > 0)
 }
 
 #[cfg(test)]

@@ -11,16 +11,18 @@
 //! changed, appeared or disappeared. Anything else runs normally; every run that does
 //! forgets the state until it completes.
 
+pub(crate) mod manifest;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Compared, Manifest, Snapshot, Stat};
+use crate::noop::manifest::{Compared, Manifest, Snapshot, Stat};
 use crate::probe::Facts;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NoopState {
+pub(crate) struct NoopState {
     /// The datafile and its journal files, as the completed run left them.
     datafile: BTreeMap<PathBuf, Option<Stat>>,
     rootdir: PathBuf,
@@ -28,10 +30,10 @@ pub struct NoopState {
     tracked: Vec<String>,
     manifest: Manifest,
     /// testmon's "unchanged files" count on a run that finds nothing changed.
-    pub unchanged_files: usize,
+    pub(crate) unchanged_files: usize,
     /// The tests testmon collects and then deselects on such a run: those whose file it
     /// does not track (the tests of tracked files are not even collected).
-    pub deselected: u64,
+    pub(crate) deselected: u64,
 }
 
 /// Whether a run of this command can be answered by the fast path: testmon selects and
@@ -39,7 +41,7 @@ pub struct NoopState {
 /// nothing else about the run depends on the collection (`--sw`, `--junitxml`), and no file
 /// is named as a path to collect (pytest collects it whatever testmon says: its tests are
 /// counted as deselected, which only a collection can tell).
-pub fn eligible(facts: &Facts) -> bool {
+pub(crate) fn eligible(facts: &Facts) -> bool {
     facts.cacheable
         && !facts.file_args
         && !facts.stepwise
@@ -77,7 +79,7 @@ fn datafile_stats(datafile: &Path) -> BTreeMap<PathBuf, Option<Stat>> {
 
 /// What the fast path decided.
 #[derive(Debug, PartialEq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Nothing to run; `Some`: the state to keep (same contents, new file times).
     NothingToRun(Option<NoopState>),
     /// Something may have changed: run.
@@ -89,7 +91,7 @@ impl NoopState {
     /// when it cannot vouch for the next run (a file moved during the run).
     /// `tests` is every test testmon knows to exist after the run (its collection sync);
     /// `reselected` the tests it selects every time (pytest deselects them).
-    pub fn after_run(
+    pub(crate) fn after_run(
         datafile: &Path,
         snapshot: &Snapshot,
         tracked: Vec<String>,
@@ -120,7 +122,7 @@ impl NoopState {
     }
 
     /// Whether the files and the datafile are as the completed run left them.
-    pub fn answer(&self, datafile: &Path) -> Answer {
+    pub(crate) fn answer(&self, datafile: &Path) -> Answer {
         if datafile_stats(datafile) != self.datafile {
             return Answer::Run("the datafile was written".into());
         }

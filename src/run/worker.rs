@@ -15,50 +15,50 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::events::Event;
-use crate::protocol::{self, ToWorker};
 use crate::pycommand;
-use crate::rundir::WORKER_MODULE;
+use crate::run::events::Event;
+use crate::run::protocol::{self, ToWorker};
+use crate::run::rundir::WORKER_MODULE;
 
 /// What one worker needs to start.
-pub struct Spec<'a> {
-    pub index: usize,
+pub(crate) struct Spec<'a> {
+    pub(crate) index: usize,
     /// Names this worker's files in the run directory: `gw0`, and `gw0.1`, `gw0.2`, ... for
     /// the workers that replace it.
-    pub stem: String,
+    pub(crate) stem: String,
     /// Where the worker's testmon writes fingerprints (RunDir::spool).
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
     /// Where the worker's pytest writes its JUnit XML (RunDir::junit).
-    pub junit: PathBuf,
-    pub count: usize,
-    pub command: &'a [OsString],
-    pub python_path: &'a Path,
-    pub run_dir: &'a Path,
+    pub(crate) junit: PathBuf,
+    pub(crate) count: usize,
+    pub(crate) command: &'a [OsString],
+    pub(crate) python_path: &'a Path,
+    pub(crate) run_dir: &'a Path,
     /// The run directory's lock, held by every worker too (RunDir::lock_fd).
-    pub lock_fd: std::os::fd::RawFd,
-    pub datafile: Option<&'a Path>,
-    pub exec_id: Option<i64>,
-    pub testrun_uid: &'a str,
+    pub(crate) lock_fd: std::os::fd::RawFd,
+    pub(crate) datafile: Option<&'a Path>,
+    pub(crate) exec_id: Option<i64>,
+    pub(crate) testrun_uid: &'a str,
     /// The worker's stdout (pytest's own terminal output).
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
     /// The worker's stderr (pytest's usage errors, Python's fatal errors).
-    pub err_log: PathBuf,
-    pub color: bool,
-    pub columns: usize,
+    pub(crate) err_log: PathBuf,
+    pub(crate) color: bool,
+    pub(crate) columns: usize,
     /// Stream the worker's stdout and stderr line by line as events (`-s`, live logs), a
     /// copy kept in the logs.
-    pub stream: bool,
+    pub(crate) stream: bool,
 }
 
 /// How a worker process ended, classified once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     Signal(i32),
 }
 
 impl Exit {
-    pub fn from_status(status: ExitStatus) -> Exit {
+    pub(crate) fn from_status(status: ExitStatus) -> Exit {
         match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(signal)) => Exit::Signal(signal),
@@ -66,7 +66,7 @@ impl Exit {
         }
     }
 
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             Exit::Code(code) => format!("exit code {code}"),
             Exit::Signal(sig) => match Signal::try_from(sig) {
@@ -78,21 +78,21 @@ impl Exit {
 }
 
 /// A running worker: its process group, its end of the socket, its log.
-pub struct Worker {
-    pub name: String,
-    pub stem: String,
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) stem: String,
     child: Child,
     writer: UnixStream,
-    pub log: PathBuf,
-    pub err_log: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) err_log: PathBuf,
 }
 
-pub fn name(index: usize) -> String {
+pub(crate) fn name(index: usize) -> String {
     format!("gw{index}")
 }
 
 /// The file stem of worker `index`'s `generation`-th replacement (0: the first worker).
-pub fn stem(index: usize, generation: u32) -> String {
+pub(crate) fn stem(index: usize, generation: u32) -> String {
     if generation == 0 {
         name(index)
     } else {
@@ -101,7 +101,7 @@ pub fn stem(index: usize, generation: u32) -> String {
 }
 
 impl Worker {
-    pub fn spawn(spec: &Spec, events: Sender<Event>) -> Result<Worker> {
+    pub(crate) fn spawn(spec: &Spec, events: Sender<Event>) -> Result<Worker> {
         let name = name(spec.index);
         let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
         let their_fd: OwnedFd = theirs.into();
@@ -177,10 +177,10 @@ impl Worker {
         };
         drop(their_fd);
         if let Some(stdout) = child.stdout.take() {
-            stream_lines(spec.index, stdout, log, false, events.clone(), &name)?;
+            stream_lines(spec.index, stdout, log, events.clone(), &name)?;
         }
         if let Some(stderr) = child.stderr.take() {
-            stream_lines(spec.index, stderr, err_log, true, events.clone(), &name)?;
+            stream_lines(spec.index, stderr, err_log, events.clone(), &name)?;
         }
         let reader = ours.try_clone()?;
         let index = spec.index;
@@ -198,17 +198,17 @@ impl Worker {
     }
 
     /// Sends one message; a worker that is gone is not an error here (its exit is).
-    pub fn send(&mut self, msg: &ToWorker) {
+    pub(crate) fn send(&mut self, msg: &ToWorker) {
         let _ = self.writer.write_all(protocol::encode(msg).as_bytes());
     }
 
     /// Sends a signal to the worker's whole process group.
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), signal);
     }
 
     /// The exit, if the process has ended (reaped now).
-    pub fn try_exit(&mut self) -> Option<Exit> {
+    pub(crate) fn try_exit(&mut self) -> Option<Exit> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(Exit::from_status(status)),
             Ok(None) => None,
@@ -217,7 +217,7 @@ impl Worker {
     }
 
     /// The last lines the worker printed on stdout and stderr, for crash reports.
-    pub fn last_output(&self, lines: usize) -> String {
+    pub(crate) fn last_output(&self, lines: usize) -> String {
         [&self.log, &self.err_log]
             .iter()
             .map(|path| tail(path, lines))
@@ -228,7 +228,7 @@ impl Worker {
 }
 
 /// The last `lines` lines of a file.
-pub fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
@@ -258,7 +258,6 @@ fn stream_lines(
     worker: usize,
     pipe: impl std::io::Read + Send + 'static,
     mut log: File,
-    stderr: bool,
     events: Sender<Event>,
     name: &str,
 ) -> Result<()> {
@@ -270,11 +269,7 @@ fn stream_lines(
                 let text = String::from_utf8_lossy(line);
                 let text = text.strip_suffix('\n').unwrap_or(&text);
                 let text = text.strip_suffix('\r').unwrap_or(text).to_string();
-                let _ = events.send(Event::Output {
-                    worker,
-                    line: text,
-                    stderr,
-                });
+                let _ = events.send(Event::Output { worker, line: text });
                 true // keep draining: a writer left behind must never block on a full pipe
             });
         })?;

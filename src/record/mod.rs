@@ -1,6 +1,8 @@
 //! Preparing testmon's database before a run and recording the run in it afterwards.
 //! The supervisor is the only writer; workers only read the main datafile.
 
+pub(crate) mod recover;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -9,18 +11,18 @@ use anyhow::{Context, Result};
 use crate::db::{self, EnvironmentRow, Semantics};
 use crate::probe::Testmon;
 
-pub struct Prepared {
-    pub env: EnvironmentRow,
+pub(crate) struct Prepared {
+    pub(crate) env: EnvironmentRow,
     /// testmon's "new DB".
-    pub created: bool,
-    pub durations: HashMap<String, f64>,
+    pub(crate) created: bool,
+    pub(crate) durations: HashMap<String, f64>,
     /// The files testmon tracks for the environment (relative to the rootdir), when asked.
-    pub tracked: Vec<String>,
+    pub(crate) tracked: Vec<String>,
 }
 
 /// Opens or creates the datafile and fetches or creates this run's environment row.
 /// `tracked`: also read the files testmon tracks (for the no-op state; empty otherwise).
-pub fn prepare(tm: &Testmon, tracked: bool) -> Result<Prepared> {
+pub(crate) fn prepare(tm: &Testmon, tracked: bool) -> Result<Prepared> {
     let mut opened = db::open_main(&tm.datafile, tm.data_version)?;
     let env = db::fetch_or_create_environment(
         &mut opened.conn,
@@ -48,7 +50,7 @@ pub fn prepare(tm: &Testmon, tracked: bool) -> Result<Prepared> {
 
 /// After a completed run: the tests testmon would select again with nothing changed
 /// (failing, not yet run), and the files it tracks.
-pub fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(Vec<String>, Vec<String>)> {
+pub(crate) fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(Vec<String>, Vec<String>)> {
     let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
     let failing = db::reselected(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
     let tracked = db::tracked_files(&conn, env.id)?;
@@ -60,7 +62,7 @@ pub fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(Vec<String>, Vec<S
 /// spool, the tests whose worker died under them marked failed, then the statistics and the
 /// vacuum. With `collect` off (testmon only selects),
 /// nothing is written; the file is only checkpointed.
-pub fn record(
+pub(crate) fn record(
     tm: &Testmon,
     env: EnvironmentRow,
     sync: Option<&[String]>,

@@ -7,7 +7,7 @@ pub const PROTOCOL: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-pub enum FromWorker {
+pub(crate) enum FromWorker {
     Hello {
         protocol: u32,
         worker: String,
@@ -62,52 +62,52 @@ pub enum FromWorker {
 /// A worker's share of pytest's cache: the change it made to `lastfailed` (the tests it
 /// ran, and the collection, which every worker shares) and stepwise's value.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-pub struct CacheReport {
-    pub dir: String,
+pub(crate) struct CacheReport {
+    pub(crate) dir: String,
     #[serde(default)]
-    pub lastfailed_removed: Vec<String>,
+    pub(crate) lastfailed_removed: Vec<String>,
     #[serde(default)]
-    pub lastfailed_added: Vec<String>,
+    pub(crate) lastfailed_added: Vec<String>,
     #[serde(default)]
-    pub stepwise: Option<serde_json::Value>,
+    pub(crate) stepwise: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CollectError {
-    pub nodeid: String,
-    pub text: String,
+pub(crate) struct CollectError {
+    pub(crate) nodeid: String,
+    pub(crate) text: String,
     #[serde(default)]
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// One pytest report, with pytest's own classification (pytest_report_teststatus).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-pub struct Report {
-    pub when: String,
-    pub outcome: String,
-    pub category: String,
+pub(crate) struct Report {
+    pub(crate) when: String,
+    pub(crate) outcome: String,
+    pub(crate) category: String,
     #[serde(default)]
-    pub letter: String,
+    pub(crate) letter: String,
     #[serde(default)]
-    pub word: String,
-    pub duration: f64,
-    pub head_line: String,
+    pub(crate) word: String,
+    pub(crate) duration: f64,
+    pub(crate) head_line: String,
     /// The failure as pytest's terminal prints it.
     #[serde(default)]
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     #[serde(default)]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// The line pytest's "short test summary info" shows for it.
     #[serde(default)]
-    pub summary_line: Option<String>,
+    pub(crate) summary_line: Option<String>,
     /// Its lines in the short test summary, by pytest's -r characters.
     #[serde(default)]
-    pub short: Vec<String>,
+    pub(crate) short: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-pub enum ToWorker {
+pub(crate) enum ToWorker {
     Run {
         nodeids: Vec<String>,
     },
@@ -123,14 +123,14 @@ fn durable_default() -> bool {
 }
 
 /// One line from a worker: a message, or what made it unreadable.
-pub fn parse(line: &str) -> Result<FromWorker, String> {
+pub(crate) fn parse(line: &str) -> Result<FromWorker, String> {
     serde_json::from_str(line).map_err(|err| {
         let shown: String = line.chars().take(80).collect();
         format!("unreadable message from worker ({err}): {shown:?}")
     })
 }
 
-pub fn encode(msg: &ToWorker) -> String {
+pub(crate) fn encode(msg: &ToWorker) -> String {
     let mut line = serde_json::to_string(msg).expect("ToWorker serializes");
     line.push('\n');
     line

@@ -23,21 +23,21 @@ const DISTS: [&str; 3] = ["load", "loadscope", "loadfile"];
 
 /// What `[tool.testmon-run]` sets; `None` for what it leaves to the command line's defaults.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct FileDefaults {
+pub(crate) struct FileDefaults {
     /// "auto" or a number, as given.
-    pub numprocesses: Option<String>,
+    pub(crate) numprocesses: Option<String>,
     /// load, loadscope or loadfile.
-    pub dist: Option<String>,
-    pub progress: Option<bool>,
+    pub(crate) dist: Option<String>,
+    pub(crate) progress: Option<bool>,
     /// Resolved relative to the pyproject.toml's directory.
-    pub json_report: Option<PathBuf>,
+    pub(crate) json_report: Option<PathBuf>,
     /// The file read, when it has the table.
-    pub source: Option<PathBuf>,
+    pub(crate) source: Option<PathBuf>,
 }
 
 /// Why the defaults could not be read. Each displays as one line naming the file.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -67,7 +67,7 @@ pub enum ConfigError {
 }
 
 /// Finds the nearest pyproject.toml from `start` upwards (stop at the first one found, whether or not it has the table) and reads `[tool.testmon-run]`.
-pub fn load(start: &Path) -> Result<FileDefaults, ConfigError> {
+pub(crate) fn load(start: &Path) -> Result<FileDefaults, ConfigError> {
     let start = if start.is_absolute() {
         start.to_path_buf()
     } else {

@@ -1,9 +1,9 @@
 //! The events the supervisor's loop handles: worker messages and OS signals.
 
-use crate::protocol::FromWorker;
+use crate::run::protocol::FromWorker;
 
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     Message {
         worker: usize,
         msg: FromWorker,
@@ -21,14 +21,13 @@ pub enum Event {
     Output {
         worker: usize,
         line: String,
-        stderr: bool,
     },
     Signal(SignalEvent),
 }
 
 /// OS signals, as the supervisor cares about them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
+pub(crate) enum SignalEvent {
     /// SIGINT, SIGTERM, SIGHUP: stop the run.
     Interrupt,
     /// SIGTSTP (Ctrl-Z): stop the workers, then this process.

@@ -3,11 +3,11 @@
 //! pytest's shape (`mangle_test_address`, `junit_prefix`, failure/error/skipped elements),
 //! as one more document for the merge.
 
-use crate::protocol::Report;
-use crate::supervisor::TestResult;
+use crate::run::protocol::Report;
+use crate::run::supervisor::TestResult;
 
 /// A `<testsuites>` document holding one testcase per result; None when there are none.
-pub fn document(results: &[&TestResult], prefix: Option<&str>) -> Option<String> {
+pub(crate) fn document(results: &[&TestResult], prefix: Option<&str>) -> Option<String> {
     if results.is_empty() {
         return None;
     }

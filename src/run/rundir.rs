@@ -13,20 +13,20 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 /// The probe plugin, imported by pytest as `-p _testmon_run_probe`.
-pub const PROBE_MODULE: &str = "_testmon_run_probe";
+pub(crate) const PROBE_MODULE: &str = "_testmon_run_probe";
 /// The worker plugin, imported by pytest as `-p _testmon_run_worker`.
-pub const WORKER_MODULE: &str = "_testmon_run_worker";
-const PROBE_SOURCE: &str = include_str!("../python/probe.py");
-const WORKER_SOURCE: &str = include_str!("../python/worker.py");
+pub(crate) const WORKER_MODULE: &str = "_testmon_run_worker";
+const PROBE_SOURCE: &str = include_str!("../../python/probe.py");
+const WORKER_SOURCE: &str = include_str!("../../python/worker.py");
 
 /// Run directories are named `testmon-run-<pid>-<stamp>` in this directory.
-pub const PREFIX: &str = "testmon-run-";
-pub const LOCK: &str = "lock";
-pub const COLLECTED: &str = "collected.json";
+pub(crate) const PREFIX: &str = "testmon-run-";
+pub(crate) const LOCK: &str = "lock";
+pub(crate) const COLLECTED: &str = "collected.json";
 /// The plan workers read (python/worker.py opens it by this name).
-pub const PLAN: &str = "plan.json";
+pub(crate) const PLAN: &str = "plan.json";
 
-pub struct RunDir {
+pub(crate) struct RunDir {
     path: PathBuf,
     keep: bool,
     lock: fs::File,
@@ -34,7 +34,7 @@ pub struct RunDir {
 
 impl RunDir {
     /// Creates a fresh run directory holding the plugins.
-    pub fn create(keep: bool) -> Result<RunDir> {
+    pub(crate) fn create(keep: bool) -> Result<RunDir> {
         // Absolute: a test that changes the worker's cwd must not move the spool.
         let base = std::env::temp_dir();
         let base = if base.is_absolute() {
@@ -71,53 +71,53 @@ impl RunDir {
         Ok(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The locked file's descriptor, for workers to inherit (they hold the lock too).
-    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn lock_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.lock)
     }
 
     /// The directory to put on the workers' PYTHONPATH.
-    pub fn python_path(&self) -> PathBuf {
+    pub(crate) fn python_path(&self) -> PathBuf {
         self.path.join("python")
     }
 
-    pub fn probe_output(&self) -> PathBuf {
+    pub(crate) fn probe_output(&self) -> PathBuf {
         self.path.join("probe.json")
     }
 
     /// The run's collection (testmon's sync and the run list), written once every worker
     /// collected: what a later run needs to record this one's spools if it is killed.
-    pub fn collected_path(&self) -> PathBuf {
+    pub(crate) fn collected_path(&self) -> PathBuf {
         self.path.join(COLLECTED)
     }
 
-    pub fn plan_path(&self) -> PathBuf {
+    pub(crate) fn plan_path(&self) -> PathBuf {
         self.path.join(PLAN)
     }
 
-    pub fn spool(&self, worker: &str) -> PathBuf {
+    pub(crate) fn spool(&self, worker: &str) -> PathBuf {
         self.path.join(format!("spool-{worker}.db"))
     }
 
-    pub fn log(&self, worker: &str) -> PathBuf {
+    pub(crate) fn log(&self, worker: &str) -> PathBuf {
         self.path.join(format!("{worker}.log"))
     }
 
-    pub fn err_log(&self, worker: &str) -> PathBuf {
+    pub(crate) fn err_log(&self, worker: &str) -> PathBuf {
         self.path.join(format!("{worker}.err"))
     }
 
     /// The worker's own `--junitxml` file, merged into the user's after the run.
-    pub fn junit(&self, worker: &str) -> PathBuf {
+    pub(crate) fn junit(&self, worker: &str) -> PathBuf {
         self.path.join(format!("junit-{worker}.xml"))
     }
 
     /// Writes the plan atomically: a temp file, then a rename.
-    pub fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
+    pub(crate) fn write_plan<T: Serialize>(&self, plan: &T) -> Result<()> {
         crate::atomic::write(&self.plan_path(), &serde_json::to_vec_pretty(plan)?)
             .context("writing the run plan")
     }
@@ -131,7 +131,7 @@ impl RunDir {
 }
 
 /// Takes the exclusive lock on `file` without waiting: Err(WouldBlock) when held elsewhere.
-pub fn try_lock(file: &fs::File) -> std::io::Result<()> {
+pub(crate) fn try_lock(file: &fs::File) -> std::io::Result<()> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(file);
     // SAFETY: flock on a descriptor we own.
     let rc = unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) };

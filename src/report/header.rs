@@ -2,31 +2,31 @@
 
 /// What the header says, gathered before the workers start.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Header {
-    pub version: String,
-    pub workers: usize,
-    pub pytest: String,
-    pub testmon: Option<TestmonHeader>,
+pub(crate) struct Header {
+    pub(crate) version: String,
+    pub(crate) workers: usize,
+    pub(crate) pytest: String,
+    pub(crate) testmon: Option<TestmonHeader>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct TestmonHeader {
-    pub version: String,
-    pub environment: String,
+pub(crate) struct TestmonHeader {
+    pub(crate) version: String,
+    pub(crate) environment: String,
     /// The database was created by this run.
-    pub new_db: bool,
-    pub packages_changed: bool,
+    pub(crate) new_db: bool,
+    pub(crate) packages_changed: bool,
     /// testmon selects tests (false: `-k`, `-m`, `--lf`, node ids turned it off).
-    pub select: bool,
+    pub(crate) select: bool,
     /// testmon records fingerprints (false: a debugger, coverage).
-    pub collect: bool,
+    pub(crate) collect: bool,
     /// testmon's configuration message ("selection automatically deactivated because ...").
-    pub conf_message: Option<String>,
+    pub(crate) conf_message: Option<String>,
 }
 
 impl Header {
     /// What the probe and the preparation found.
-    pub fn new(
+    pub(crate) fn new(
         workers: usize,
         facts: &crate::probe::Facts,
         prepared: Option<&crate::record::Prepared>,
@@ -54,7 +54,12 @@ impl Header {
 
     /// One line: versions, workers, testmon's selection words, and the counts.
     /// `tm_message` is testmon's own header words from a worker ("changed files: ...").
-    pub fn line(&self, selected: usize, deselected: u64, tm_message: Option<&str>) -> String {
+    pub(crate) fn line(
+        &self,
+        selected: usize,
+        deselected: u64,
+        tm_message: Option<&str>,
+    ) -> String {
         let workers = match self.workers {
             0 => "no workers".to_string(),
             1 => "1 worker".to_string(),
@@ -89,7 +94,7 @@ impl Header {
     }
 
     /// Said even with `-q`: testmon is loaded but does not select (or record), and why.
-    pub fn notice(&self) -> Option<String> {
+    pub(crate) fn notice(&self) -> Option<String> {
         let tm = self.testmon.as_ref()?;
         if tm.select && tm.collect {
             return None;

@@ -28,7 +28,7 @@ pub fn width() -> usize {
 }
 
 /// Stdout's terminal size (columns, rows; rows may be 0 when unknown), when it has one.
-pub fn size() -> Option<(u16, u16)> {
+pub(crate) fn size() -> Option<(u16, u16)> {
     let mut size = nix::libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -41,7 +41,7 @@ pub fn size() -> Option<(u16, u16)> {
 }
 
 /// Whether pytest's `--color` setting means colour for our stdout.
-pub fn color(setting: &str) -> bool {
+pub(crate) fn color(setting: &str) -> bool {
     match setting {
         "yes" => true,
         "no" => false,

@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
-use crate::protocol::Report;
-use crate::worker::Exit;
+use crate::run::protocol::Report;
+use crate::run::worker::Exit;
 
 /// A duration as the user gave it: `3s`, `0.5s`.
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
 /// Its worker was killed for an unreadable message on its socket (the test wrote to it?).
-pub fn refused(nodeid: &str, worker: &str, output: &str) -> Report {
+pub(crate) fn refused(nodeid: &str, worker: &str, output: &str) -> Report {
     let message = format!(
         "worker '{worker}' was killed while running '{nodeid}': an unreadable message on its \
          socket (the test wrote to it?)"
@@ -35,7 +35,7 @@ fn with_message(mut report: Report, message: &str, output: &str) -> Report {
 }
 
 /// Its worker was killed at `--timeout`.
-pub fn timeout(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
+pub(crate) fn timeout(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> Report {
     let message = format!(
         "Timeout: '{nodeid}' ran longer than {} (--timeout); worker '{worker}' was killed",
         seconds(timeout)
@@ -48,7 +48,7 @@ pub fn timeout(nodeid: &str, worker: &str, timeout: Duration, output: &str) -> R
 }
 
 /// Its worker died by itself (a signal, `os._exit`, the OOM killer).
-pub fn crash(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
+pub(crate) fn crash(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Report {
     let message = format!(
         "worker '{worker}' crashed while running '{nodeid}' ({})",
         exit.describe()

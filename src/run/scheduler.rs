@@ -10,15 +10,24 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::cli::Dist;
+/// How tests are grouped into units of work (`--dist`); the names are the command line's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Dist {
+    /// Single tests, longest first.
+    Load,
+    /// Tests grouped by module and class.
+    Loadscope,
+    /// Tests grouped by file.
+    Loadfile,
+}
 
 /// Tests that go to one worker together, in the order testmon gave.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Unit {
+pub(crate) struct Unit {
     /// Indices into the run's test list.
-    pub tests: Vec<usize>,
+    pub(crate) tests: Vec<usize>,
     /// Expected seconds: the sum of the tests' recorded durations.
-    pub cost: f64,
+    pub(crate) cost: f64,
 }
 
 /// Where a unit lives: its class-or-module scope and its file.
@@ -37,7 +46,7 @@ struct Lane {
 }
 
 #[derive(Debug, Default)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     /// Longest first; ties in the order of the run's list.
     pending: Vec<Option<(Unit, Place)>>,
     /// Everything before this index has been handed out.
@@ -52,7 +61,7 @@ pub struct Scheduler {
 }
 
 /// The group a test belongs to under `dist`.
-pub fn unit_key(nodeid: &str, dist: Dist) -> &str {
+pub(crate) fn unit_key(nodeid: &str, dist: Dist) -> &str {
     // Parameter ids may contain "::" or "/": cut them off before looking at the path.
     let base = &nodeid[..nodeid.find('[').unwrap_or(nodeid.len())];
     match dist {
@@ -63,7 +72,7 @@ pub fn unit_key(nodeid: &str, dist: Dist) -> &str {
 }
 
 impl Scheduler {
-    pub fn new(tests: &[String], durations: &HashMap<String, f64>, dist: Dist) -> Scheduler {
+    pub(crate) fn new(tests: &[String], durations: &HashMap<String, f64>, dist: Dist) -> Scheduler {
         let fallback = median(
             tests
                 .iter()
@@ -117,7 +126,11 @@ impl Scheduler {
 
     /// The next unit for `worker`, among those `eligible` accepts: work given back first,
     /// then the longest unit of the worker's last scope, of its last file, or of all.
-    pub fn next_for(&mut self, worker: usize, eligible: impl Fn(&Unit) -> bool) -> Option<Unit> {
+    pub(crate) fn next_for(
+        &mut self,
+        worker: usize,
+        eligible: impl Fn(&Unit) -> bool,
+    ) -> Option<Unit> {
         if let Some(at) = self.requeued.iter().position(&eligible) {
             self.left -= 1;
             return self.requeued.remove(at);
@@ -171,7 +184,7 @@ impl Scheduler {
     }
 
     /// Gives tests back (those a crashed worker did not finish), as one unit.
-    pub fn requeue(&mut self, unit: Unit) {
+    pub(crate) fn requeue(&mut self, unit: Unit) {
         if !unit.tests.is_empty() {
             self.requeued.push_back(unit);
             self.left += 1;
@@ -179,7 +192,7 @@ impl Scheduler {
     }
 
     /// Drops everything not handed out yet (after `-x`/`--maxfail`, or an interrupt).
-    pub fn cancel(&mut self) -> Vec<Unit> {
+    pub(crate) fn cancel(&mut self) -> Vec<Unit> {
         self.left = 0;
         let mut dropped: Vec<Unit> = self.requeued.drain(..).collect();
         dropped.extend(
@@ -191,13 +204,13 @@ impl Scheduler {
         dropped
     }
 
-    pub fn units_left(&self) -> usize {
+    pub(crate) fn units_left(&self) -> usize {
         self.left
     }
 }
 
 /// Each test's expected seconds: testmon's recorded duration, or the median of the known ones.
-pub fn expected_costs(tests: &[String], durations: &HashMap<String, f64>) -> Vec<f64> {
+pub(crate) fn expected_costs(tests: &[String], durations: &HashMap<String, f64>) -> Vec<f64> {
     let fallback = median(
         tests
             .iter()

@@ -12,15 +12,15 @@ use serde::{Deserialize, Serialize};
 
 /// What a file's metadata says; any write changes `ctime`, which no tool can set back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stat {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
+pub(crate) struct Stat {
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) ctime_ns: i64,
+    pub(crate) ino: u64,
 }
 
 impl Stat {
-    pub fn of(path: &Path) -> Option<Stat> {
+    pub(crate) fn of(path: &Path) -> Option<Stat> {
         let meta = std::fs::metadata(path).ok()?;
         Some(Stat {
             size: meta.len(),
@@ -31,7 +31,7 @@ impl Stat {
     }
 
     /// [size, mtime_ns], as the probe stamps files (os.stat's st_size, st_mtime_ns).
-    pub fn stamp(path: &Path) -> Option<(u64, i64)> {
+    pub(crate) fn stamp(path: &Path) -> Option<(u64, i64)> {
         Stat::of(path).map(|s| (s.size, s.mtime_ns))
     }
 }
@@ -57,11 +57,11 @@ fn skipped(dir: &Path, name: &str) -> bool {
 
 /// The Python files under a root (relative paths) with their metadata, taken before a run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub root: PathBuf,
-    pub files: BTreeMap<String, Stat>,
+pub(crate) struct Snapshot {
+    pub(crate) root: PathBuf,
+    pub(crate) files: BTreeMap<String, Stat>,
     /// When it was taken (ns since the epoch).
-    pub taken_ns: i64,
+    pub(crate) taken_ns: i64,
 }
 
 /// File times are coarse (a clock tick, up to 10 ms): a file written this close to the
@@ -77,7 +77,7 @@ fn now_ns() -> i64 {
 impl Snapshot {
     /// Every `*.py` file under `root` (symlinked directories not followed), plus `tracked`:
     /// the files testmon's database names (relative to root), wherever they are.
-    pub fn take(root: &Path, tracked: &[String]) -> Snapshot {
+    pub(crate) fn take(root: &Path, tracked: &[String]) -> Snapshot {
         let taken_ns = now_ns();
         let mut files = BTreeMap::new();
         let mut stack = vec![root.to_path_buf()];
@@ -120,13 +120,13 @@ impl Snapshot {
 
 /// A snapshot whose files have been hashed: the state a completed run saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub files: BTreeMap<String, (Stat, u64)>,
+pub(crate) struct Manifest {
+    pub(crate) files: BTreeMap<String, (Stat, u64)>,
 }
 
 /// How the files compare with a manifest.
 #[derive(Debug, PartialEq)]
-pub enum Compared {
+pub(crate) enum Compared {
     Same,
     /// Same contents, but some metadata moved (a checkout, `touch`): the manifest to keep.
     SameContents(Manifest),
@@ -138,7 +138,7 @@ impl Manifest {
     /// Hashes the snapshot's files as they are now; None when one of them moved since the
     /// snapshot was taken (edited during the run: what the run saw is unknown), or was
     /// written just before it.
-    pub fn hash(snapshot: &Snapshot) -> Option<Manifest> {
+    pub(crate) fn hash(snapshot: &Snapshot) -> Option<Manifest> {
         let mut files = BTreeMap::new();
         for (rel, stat) in &snapshot.files {
             if stat.mtime_ns.max(stat.ctime_ns) >= snapshot.taken_ns - RACY_NS {
@@ -159,7 +159,7 @@ impl Manifest {
 
     /// Compares a fresh snapshot with this manifest, hashing only the files whose metadata
     /// moved.
-    pub fn compare(&self, now: &Snapshot) -> Compared {
+    pub(crate) fn compare(&self, now: &Snapshot) -> Compared {
         if let Some(gone) = self.files.keys().find(|k| !now.files.contains_key(*k)) {
             return Compared::Changed(format!("{gone} removed"));
         }

@@ -1,6 +1,8 @@
 //! The probe: the user's own command, run once with the probe plugin, tells us pytest's
 //! rootdir and options and what the installed testmon would use for this run.
 
+pub(crate) mod cache;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,59 +14,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, Fatal};
 use crate::pycommand;
-use crate::rundir::{RunDir, PROBE_MODULE};
+use crate::run::rundir::{RunDir, PROBE_MODULE};
 
-pub const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Facts {
-    pub protocol: u32,
-    pub pytest_version: String,
-    pub rootdir: PathBuf,
-    pub inipath: Option<PathBuf>,
+pub(crate) struct Facts {
+    pub(crate) protocol: u32,
+    pub(crate) pytest_version: String,
+    pub(crate) rootdir: PathBuf,
+    pub(crate) inipath: Option<PathBuf>,
     /// pytest-xdist is installed (its `-n` in addopts is neutralised in the workers).
-    pub xdist: bool,
+    pub(crate) xdist: bool,
     /// `--help`, `--version`, `--collect-only` and the like: run the command as it is.
-    pub passthrough: bool,
-    pub maxfail: u64,
-    pub verbose: i64,
-    pub color: String,
-    pub testmon: Option<Testmon>,
+    pub(crate) passthrough: bool,
+    pub(crate) maxfail: u64,
+    pub(crate) verbose: i64,
+    pub(crate) color: String,
+    pub(crate) testmon: Option<Testmon>,
     /// `-s` or live logging: the workers' output is streamed.
     #[serde(default)]
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// Where pytest would write `--junitxml`.
     #[serde(default)]
-    pub junitxml: Option<PathBuf>,
+    pub(crate) junitxml: Option<PathBuf>,
     /// `--junit-prefix`.
     #[serde(default)]
-    pub junit_prefix: Option<String>,
+    pub(crate) junit_prefix: Option<String>,
     #[serde(default = "default_reportchars")]
-    pub reportchars: String,
+    pub(crate) reportchars: String,
     #[serde(default)]
-    pub tbstyle: String,
+    pub(crate) tbstyle: String,
     /// `--durations N` (0: all).
     #[serde(default)]
-    pub durations: Option<u64>,
+    pub(crate) durations: Option<u64>,
     #[serde(default)]
-    pub durations_min: Option<f64>,
+    pub(crate) durations_min: Option<f64>,
     #[serde(default)]
-    pub stepwise: bool,
+    pub(crate) stepwise: bool,
     #[serde(default)]
-    pub stepwise_skip: bool,
+    pub(crate) stepwise_skip: bool,
     /// [size, mtime_ns] (None: absent) of what this answer depends on besides the command
     /// line and the ini files: the interpreter, sys.path's directories, the plugins' files.
     #[serde(default)]
-    pub stamps: BTreeMap<PathBuf, Option<(u64, i64)>>,
+    pub(crate) stamps: BTreeMap<PathBuf, Option<(u64, i64)>>,
     /// The answer may be reused while the stamps hold (see probe_cache).
     #[serde(default)]
-    pub cacheable: bool,
+    pub(crate) cacheable: bool,
     /// Files (not directories) among the paths pytest collects from.
     #[serde(default)]
-    pub file_args: bool,
+    pub(crate) file_args: bool,
     /// The distributions (dist-info names) in sys.path's other directories.
     #[serde(default)]
-    pub dists: BTreeMap<PathBuf, Vec<String>>,
+    pub(crate) dists: BTreeMap<PathBuf, Vec<String>>,
 }
 
 fn default_reportchars() -> String {
@@ -74,7 +76,7 @@ fn default_reportchars() -> String {
 impl Facts {
     /// The failures after which the whole run stops: `-x`/`--maxfail`, or `--sw` (one
     /// failure; two with `--sw-skip`).
-    pub fn stop_after(&self) -> u64 {
+    pub(crate) fn stop_after(&self) -> u64 {
         match (self.stepwise, self.stepwise_skip) {
             (true, false) => 1,
             (_, true) => 2,
@@ -85,30 +87,34 @@ impl Facts {
 
 /// What the installed testmon computes for this run, by its own functions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Testmon {
-    pub version: String,
-    pub data_version: i64,
-    pub select: bool,
-    pub collect: bool,
-    pub tmnet: bool,
-    pub message: Option<String>,
-    pub environment: String,
-    pub system_packages: String,
-    pub python_version: String,
-    pub datafile: PathBuf,
+pub(crate) struct Testmon {
+    pub(crate) version: String,
+    pub(crate) data_version: i64,
+    pub(crate) select: bool,
+    pub(crate) collect: bool,
+    pub(crate) tmnet: bool,
+    pub(crate) message: Option<String>,
+    pub(crate) environment: String,
+    pub(crate) system_packages: String,
+    pub(crate) python_version: String,
+    pub(crate) datafile: PathBuf,
     /// The blob testmon stores for a collected test that has not run yet ("0match").
-    pub placeholder_checksums: String,
+    pub(crate) placeholder_checksums: String,
     /// How many tests' fingerprints testmon writes at once (its TEST_BATCH_SIZE).
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
 }
 
 impl Testmon {
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.select || self.collect
     }
 }
 
-pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> Result<Facts> {
+pub(crate) fn run(
+    command: &[OsString],
+    run_dir: &RunDir,
+    datafile: Option<&Path>,
+) -> Result<Facts> {
     let out = run_dir.probe_output();
     let mut cmd = pycommand::with_plugin(command, PROBE_MODULE, &run_dir.python_path(), datafile);
     cmd.env("TESTMON_RUN_PROBE_OUT", &out).stdin(Stdio::null());
@@ -164,7 +170,7 @@ pub fn run(command: &[OsString], run_dir: &RunDir, datafile: Option<&Path>) -> R
         .filter(|c| pytests_own.contains(c))
     {
         if looks_like_pytest {
-            crate::terminal::say(&stdout);
+            crate::ui::terminal::say(&stdout);
             eprint!("{stderr}");
             return Err(Fatal::Pytest(own).into());
         }

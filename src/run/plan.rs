@@ -6,35 +6,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::EnvironmentRow;
 use crate::probe::Testmon;
-use crate::protocol::PROTOCOL;
+use crate::run::protocol::PROTOCOL;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Plan {
-    pub protocol: u32,
-    pub testmon: PlanTestmon,
+pub(crate) struct Plan {
+    pub(crate) protocol: u32,
+    pub(crate) testmon: PlanTestmon,
     /// `-s`/live logs: the worker sends only the tests' output to stdout.
-    pub stream: bool,
+    pub(crate) stream: bool,
 }
 
 /// testmon's side of the plan; `active: false` when testmon neither selects nor collects.
 /// The environment id itself reaches each worker as TESTMON_RUN_EXEC_ID.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PlanTestmon {
-    pub active: bool,
-    pub packages_changed: bool,
-    pub environment: Option<String>,
-    pub system_packages: Option<String>,
-    pub python_version: Option<String>,
-    pub data_version: Option<i64>,
-    pub datafile: Option<PathBuf>,
+pub(crate) struct PlanTestmon {
+    pub(crate) active: bool,
+    pub(crate) packages_changed: bool,
+    pub(crate) environment: Option<String>,
+    pub(crate) system_packages: Option<String>,
+    pub(crate) python_version: Option<String>,
+    pub(crate) data_version: Option<i64>,
+    pub(crate) datafile: Option<PathBuf>,
     /// The environment row (also in TESTMON_RUN_EXEC_ID); read back when a killed run's
     /// spools are recovered (absent from plans of older builds).
     #[serde(default)]
-    pub exec_id: Option<i64>,
+    pub(crate) exec_id: Option<i64>,
 }
 
 impl Plan {
-    pub fn new(testmon: Option<(&Testmon, EnvironmentRow)>, stream: bool) -> Plan {
+    pub(crate) fn new(testmon: Option<(&Testmon, EnvironmentRow)>, stream: bool) -> Plan {
         let testmon = match testmon {
             Some((tm, env)) => PlanTestmon {
                 active: true,

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::db::{self, EnvironmentRow};
-use crate::plan::{Plan, PlanTestmon};
 use crate::probe::Testmon;
 use crate::record;
-use crate::rundir::{self, COLLECTED, LOCK, PLAN, PREFIX};
+use crate::run::plan::{Plan, PlanTestmon};
+use crate::run::rundir::{self, COLLECTED, LOCK, PLAN, PREFIX};
 
 /// What a stale directory is to this run.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ enum Fate {
 
 /// Recovers every stale run directory in `base` that recorded into `tm`'s datafile; returns
 /// one line per directory handled, for the user.
-pub fn recover(base: &Path, tm: &Testmon) -> Vec<String> {
+pub(crate) fn recover(base: &Path, tm: &Testmon) -> Vec<String> {
     let mut lines = Vec::new();
     for dir in stale_dirs(base) {
         let line = match recover_one(&dir, tm) {

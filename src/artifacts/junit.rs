@@ -19,7 +19,7 @@ use quick_xml::{Reader, Writer, XmlVersion};
 
 /// Why the workers' documents could not be merged. `doc` is the index in `docs`.
 #[derive(Debug, thiserror::Error)]
-pub enum JunitError {
+pub(crate) enum JunitError {
     #[error("no JUnit XML documents to merge")]
     NoDocuments,
     #[error("JUnit XML document {doc}: invalid XML at byte {position}: {message}")]
@@ -38,7 +38,7 @@ pub enum JunitError {
 
 impl JunitError {
     /// The index of the document at fault, if one is.
-    pub fn doc(&self) -> Option<usize> {
+    pub(crate) fn doc(&self) -> Option<usize> {
         match self {
             JunitError::Xml { doc, .. }
             | JunitError::UnexpectedRoot { doc, .. }
@@ -67,7 +67,7 @@ impl JunitError {
 ///   precede a document's first matched one (collection reports) come first, the other
 ///   unmatched ones last, each group in worker order. With `junit_prefix` set nothing
 ///   matches, and the testcases stay in worker order.
-pub fn merge(docs: &[String], order: &[String]) -> Result<String, JunitError> {
+pub(crate) fn merge(docs: &[String], order: &[String]) -> Result<String, JunitError> {
     let parsed = docs
         .iter()
         .enumerate()
@@ -133,7 +133,7 @@ pub fn merge(docs: &[String], order: &[String]) -> Result<String, JunitError> {
 /// Reads the existing worker files among `paths` (missing ones skipped: a crashed worker),
 /// merges, and writes atomically (temp file + rename) to `dest`, creating its parent
 /// directories as pytest does. Returns Ok(false) if no worker file existed.
-pub fn merge_files(
+pub(crate) fn merge_files(
     paths: &[PathBuf],
     extra: Option<String>,
     order: &[String],

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::{Map, Value};
 
-use crate::protocol::CacheReport;
-use crate::supervisor::TestResult;
+use crate::run::protocol::CacheReport;
+use crate::run::supervisor::TestResult;
 
 const LASTFAILED: &str = "v/cache/lastfailed";
 const STEPWISE: &str = "v/cache/stepwise";
@@ -15,7 +15,7 @@ const STEPWISE: &str = "v/cache/stepwise";
 /// Applies the workers' changes to the `lastfailed` on disk now (each test ran on one
 /// worker; the collection's changes are the same in all), plus tests whose worker crashed.
 /// Returns the new mapping, in pytest's order: kept entries first, new failures after.
-pub fn merged_lastfailed(
+pub(crate) fn merged_lastfailed(
     current: Map<String, Value>,
     reports: &[CacheReport],
     crashed: &[String],
@@ -38,7 +38,7 @@ pub fn merged_lastfailed(
 
 /// The share of pytest's cache a worker would have sent for these results, had it not died:
 /// pytest's `LFPlugin.pytest_runtest_logreport` rule, report by report.
-pub fn share_of(results: &[&TestResult]) -> CacheReport {
+pub(crate) fn share_of(results: &[&TestResult]) -> CacheReport {
     let mut share = CacheReport::default();
     for result in results {
         let mut failed = None;
@@ -60,7 +60,7 @@ pub fn share_of(results: &[&TestResult]) -> CacheReport {
 }
 
 /// Writes the merged cache; nothing when no worker had pytest's cache plugin.
-pub fn write(reports: &[CacheReport], crashed: &[String]) -> Result<()> {
+pub(crate) fn write(reports: &[CacheReport], crashed: &[String]) -> Result<()> {
     let Some(first) = reports.first() else {
         return Ok(());
     };
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_dead_workers_share_follows_pytests_rule() {
-        use crate::protocol::Report;
+        use crate::run::protocol::Report;
         let result = |nodeid: &str, phases: &[(&str, &str)]| TestResult {
             nodeid: nodeid.into(),
             worker: 0,

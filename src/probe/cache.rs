@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::Stat;
+use crate::noop::manifest::Stat;
 use crate::noop::NoopState;
 use crate::probe::Facts;
 
@@ -36,7 +36,7 @@ const INI_NAMES: &[&str] = &[
 
 /// What identifies a command: its directory, arguments, datafile and environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Key {
+pub(crate) struct Key {
     cwd: PathBuf,
     command: Vec<String>,
     datafile: Option<PathBuf>,
@@ -61,7 +61,7 @@ fn relevant(name: &str) -> bool {
 }
 
 impl Key {
-    pub fn new(command: &[OsString], datafile: Option<&Path>) -> Option<Key> {
+    pub(crate) fn new(command: &[OsString], datafile: Option<&Path>) -> Option<Key> {
         let cwd = std::env::current_dir().ok()?;
         let text = |s: &std::ffi::OsStr| s.to_str().map(str::to_owned);
         let command = command
@@ -90,7 +90,10 @@ impl Key {
 
 /// Stamps of the ini files pytest could pick for this command: every candidate name in the
 /// directory and its ancestors, and in those of the rootdir.
-pub fn ini_stamps(cwd: &Path, rootdir: Option<&Path>) -> BTreeMap<PathBuf, Option<(u64, i64)>> {
+pub(crate) fn ini_stamps(
+    cwd: &Path,
+    rootdir: Option<&Path>,
+) -> BTreeMap<PathBuf, Option<(u64, i64)>> {
     let mut stamps = BTreeMap::new();
     for start in std::iter::once(cwd).chain(rootdir) {
         for dir in start.ancestors() {
@@ -105,20 +108,20 @@ pub fn ini_stamps(cwd: &Path, rootdir: Option<&Path>) -> BTreeMap<PathBuf, Optio
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     format: u32,
     /// The testmon-run that wrote it (a new build probes afresh).
     version: String,
     key: Key,
-    pub facts: Facts,
+    pub(crate) facts: Facts,
     /// The ini candidates, stamped before the probe ran.
     ini: BTreeMap<PathBuf, Option<(u64, i64)>>,
     /// The state after the last completed run of this command, when it may answer a no-op.
-    pub noop: Option<NoopState>,
+    pub(crate) noop: Option<NoopState>,
 }
 
 impl Entry {
-    pub fn new(key: Key, facts: Facts, ini: BTreeMap<PathBuf, Option<(u64, i64)>>) -> Entry {
+    pub(crate) fn new(key: Key, facts: Facts, ini: BTreeMap<PathBuf, Option<(u64, i64)>>) -> Entry {
         Entry {
             format: FORMAT,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -130,7 +133,7 @@ impl Entry {
     }
 
     /// Whether the probe would still answer the same: nothing it depends on has moved.
-    pub fn holds(&self) -> bool {
+    pub(crate) fn holds(&self) -> bool {
         let unmoved = |stamps: &BTreeMap<PathBuf, Option<(u64, i64)>>| {
             stamps
                 .iter()
@@ -170,12 +173,12 @@ fn dist_names(dir: &Path) -> Vec<String> {
 }
 
 /// The directory of entries.
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    pub fn locate() -> Option<Store> {
+    pub(crate) fn locate() -> Option<Store> {
         let dir = match std::env::var_os("TESTMON_RUN_CACHE_DIR") {
             Some(dir) if dir.is_empty() => return None,
             Some(dir) => PathBuf::from(dir),
@@ -188,7 +191,7 @@ impl Store {
     }
 
     /// The entry of this command, if one was written and it still holds.
-    pub fn load(&self, key: &Key) -> Option<Entry> {
+    pub(crate) fn load(&self, key: &Key) -> Option<Entry> {
         let text = std::fs::read(self.dir.join(key.file_name())).ok()?;
         let entry: Entry = serde_json::from_slice(&text).ok()?;
         (entry.key == *key && entry.holds()).then_some(entry)
@@ -196,7 +199,7 @@ impl Store {
 
     /// Writes the entry (whole, or not at all). A cache that cannot be written is no cache:
     /// the run goes on.
-    pub fn save(&self, entry: &Entry) {
+    pub(crate) fn save(&self, entry: &Entry) {
         if let Ok(json) = serde_json::to_vec(entry) {
             let _ = crate::atomic::write(&self.dir.join(entry.key.file_name()), &json);
         }
@@ -204,7 +207,7 @@ impl Store {
 
     /// Removes the entry's no-op state: a run is starting, and until it completes the
     /// database may no longer match it.
-    pub fn forget_noop(&self, entry: &mut Entry) {
+    pub(crate) fn forget_noop(&self, entry: &mut Entry) {
         if entry.noop.take().is_some() {
             self.save(entry);
         }

@@ -1,13 +1,15 @@
 //! The command line: clap flags turned into a checked `Config`.
 
+pub(crate) mod config_file;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::config_file;
 use crate::exit::Fatal;
+use crate::run::scheduler::Dist;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -19,16 +21,6 @@ Examples:
 Everything after `--` is the pytest command, as you would type it.
 Exit codes are pytest's: 0 ok, 1 tests failed, 2 interrupted, 3 internal error,
 4 usage error, 5 no tests collected.";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Dist {
-    /// Single tests, longest first.
-    Load,
-    /// Tests grouped by module and class.
-    Loadscope,
-    /// Tests grouped by file.
-    Loadfile,
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,25 +81,25 @@ struct Args {
 
 /// A checked configuration for one run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// 0 means: run the command unsupervised.
-    pub workers: usize,
-    pub dist: Dist,
-    pub datafile: Option<PathBuf>,
-    pub keep_run_dir: bool,
+    pub(crate) workers: usize,
+    pub(crate) dist: Dist,
+    pub(crate) datafile: Option<PathBuf>,
+    pub(crate) keep_run_dir: bool,
     /// Live progress allowed (a bar on a terminal); false: plain lines.
-    pub progress: bool,
-    pub json_report: Option<PathBuf>,
+    pub(crate) progress: bool,
+    pub(crate) json_report: Option<PathBuf>,
     /// Per test, enforced by the supervisor.
-    pub timeout: Option<Duration>,
-    pub grace_period: Duration,
-    pub max_worker_restart: u32,
-    pub command: Vec<OsString>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) grace_period: Duration,
+    pub(crate) max_worker_restart: u32,
+    pub(crate) command: Vec<OsString>,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Run(Config),
     /// `--help` or `--version`: the text to print on stdout.
     Info(String),
@@ -115,13 +107,16 @@ pub enum Parsed {
 
 /// Parses the command line, with defaults from the pyproject.toml nearest the current
 /// directory.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal> {
+pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, Fatal> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     parse_in(args, &cwd)
 }
 
 /// As `parse`, with the pyproject.toml looked up from `dir`.
-pub fn parse_in<I: IntoIterator<Item = OsString>>(args: I, dir: &Path) -> Result<Parsed, Fatal> {
+pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
+    args: I,
+    dir: &Path,
+) -> Result<Parsed, Fatal> {
     let args = match Args::try_parse_from(args) {
         Ok(args) => args,
         Err(err) => {

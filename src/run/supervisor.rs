@@ -7,80 +7,80 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::cli::Dist;
-use crate::crash_report;
-use crate::events::{Event, SignalEvent};
-use crate::header::Header;
-use crate::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
-use crate::scheduler::{self, Scheduler, Unit};
+use crate::report::header::Header;
+use crate::run::crash_report;
+use crate::run::events::{Event, SignalEvent};
+use crate::run::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
+use crate::run::scheduler::Dist;
+use crate::run::scheduler::{self, Scheduler, Unit};
+use crate::run::worker::{Exit, Worker};
 use crate::ui::Ui;
-use crate::worker::{Exit, Worker};
 
 const POLL: Duration = Duration::from_millis(50);
 /// How long after a worker's exit its socket may stay open (a forked child holding it).
 const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
-pub struct TestResult {
-    pub nodeid: String,
-    pub worker: usize,
-    pub reports: Vec<Report>,
+pub(crate) struct TestResult {
+    pub(crate) nodeid: String,
+    pub(crate) worker: usize,
+    pub(crate) reports: Vec<Report>,
 }
 
 /// Everything the run produced, for the merge and the report.
 #[derive(Debug, Default)]
-pub struct RunOutcome {
+pub(crate) struct RunOutcome {
     /// The run's list: the first worker's collection, in testmon's order.
-    pub run_list: Vec<String>,
-    pub results: Vec<TestResult>,
-    pub collect_errors: Vec<CollectError>,
-    pub deselected: u64,
+    pub(crate) run_list: Vec<String>,
+    pub(crate) results: Vec<TestResult>,
+    pub(crate) collect_errors: Vec<CollectError>,
+    pub(crate) deselected: u64,
     /// The tests pytest itself deselected (-k, -m, --deselect), by the first worker.
-    pub user_deselected: Vec<String>,
-    pub sync: Option<Vec<String>>,
-    pub interrupted: bool,
+    pub(crate) user_deselected: Vec<String>,
+    pub(crate) sync: Option<Vec<String>>,
+    pub(crate) interrupted: bool,
     /// The `-x`/`--maxfail` limit was reached.
-    pub stopped_after: Option<u64>,
+    pub(crate) stopped_after: Option<u64>,
     /// Protocol errors, workers lost before collecting, workers that could not be replaced:
     /// the run ends with an internal error.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// Workers that crashed or were killed at --timeout after collecting: their test is
     /// reported as an error, the rest of their work ran elsewhere.
-    pub crashes: Vec<String>,
+    pub(crate) crashes: Vec<String>,
     /// Tests that were due to run but did not (their worker crashed, nobody left to run them).
-    pub not_run: Vec<String>,
+    pub(crate) not_run: Vec<String>,
     /// Each worker's pytest exit status, when it reported one.
-    pub exitstatus: Vec<Option<i32>>,
+    pub(crate) exitstatus: Vec<Option<i32>>,
     /// Warnings to show (e.g. differing collections).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// pytest's warnings from every worker, deduplicated: (location, message).
-    pub pytest_warnings: Vec<(String, String)>,
+    pub(crate) pytest_warnings: Vec<(String, String)>,
     /// Each worker's share of pytest's cache, as it reported it.
-    pub caches: Vec<CacheReport>,
+    pub(crate) caches: Vec<CacheReport>,
     /// When every worker had collected and the schedule started.
-    pub scheduled_at: Option<Instant>,
+    pub(crate) scheduled_at: Option<Instant>,
     /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections:
     /// (node id, title, text).
-    pub sections: Vec<(String, String, String)>,
+    pub(crate) sections: Vec<(String, String, String)>,
     /// Tests whose worker crashed while running them (failed, for pytest's cache).
-    pub crashed: Vec<String>,
+    pub(crate) crashed: Vec<String>,
     /// Every worker process's file stem, replacements included, in the order they started:
     /// their spools, JUnit files and logs.
-    pub stems: Vec<String>,
+    pub(crate) stems: Vec<String>,
     /// Workers started to replace crashed ones.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
     /// Tests run again because their worker died before writing their records.
-    pub rerun: Vec<String>,
+    pub(crate) rerun: Vec<String>,
     /// Tests reported by workers that died before sending their share of pytest's cache.
-    pub cache_orphans: Vec<String>,
+    pub(crate) cache_orphans: Vec<String>,
     /// Tests that were running when the run was interrupted and did not finish:
     /// (node id, worker name).
-    pub cut_short: Vec<(String, String)>,
+    pub(crate) cut_short: Vec<(String, String)>,
 }
 
 impl RunOutcome {
     /// The results of the tests named in any of `lists`, in the run's order.
-    pub fn results_of(&self, lists: &[&[String]]) -> Vec<&TestResult> {
+    pub(crate) fn results_of(&self, lists: &[&[String]]) -> Vec<&TestResult> {
         let wanted: HashSet<&str> = lists
             .iter()
             .flat_map(|l| l.iter())
@@ -94,26 +94,26 @@ impl RunOutcome {
 }
 
 /// How the run is told and when it stops.
-pub struct Options {
-    pub dist: Dist,
+pub(crate) struct Options {
+    pub(crate) dist: Dist,
     /// Failures after which no new test starts (0: never).
-    pub maxfail: u64,
+    pub(crate) maxfail: u64,
     /// pytest's verbosity: 1+ a line per test, -1 no header, -2 not even failures as they come.
-    pub verbose: i64,
-    pub header: Header,
+    pub(crate) verbose: i64,
+    pub(crate) header: Header,
     /// A test running longer is stopped: its worker's process group killed and replaced.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// How long workers get to stop after an interrupt before their process groups are
     /// killed.
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// How many crashed workers are replaced, at most.
-    pub max_worker_restart: u32,
+    pub(crate) max_worker_restart: u32,
     /// Where the run's collection is written as soon as it is known (RunDir::collected_path).
-    pub collected_file: Option<std::path::PathBuf>,
+    pub(crate) collected_file: Option<std::path::PathBuf>,
 }
 
 /// Starts worker `index`'s `generation`-th incarnation (0: the first).
-pub type Spawn<'a> = Box<dyn FnMut(usize, u32) -> anyhow::Result<Worker> + 'a>;
+pub(crate) type Spawn<'a> = Box<dyn FnMut(usize, u32) -> anyhow::Result<Worker> + 'a>;
 
 /// Why the supervisor killed a worker itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,7 +184,7 @@ impl Slot {
     }
 }
 
-pub struct Supervisor<'a> {
+pub(crate) struct Supervisor<'a> {
     slots: Vec<Slot>,
     spawn: Spawn<'a>,
     events: Receiver<Event>,
@@ -203,7 +203,7 @@ pub struct Supervisor<'a> {
 }
 
 impl<'a> Supervisor<'a> {
-    pub fn new(
+    pub(crate) fn new(
         workers: Vec<Worker>,
         spawn: Spawn<'a>,
         events: Receiver<Event>,
@@ -237,7 +237,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Runs until every worker has ended and been reaped.
-    pub fn run(mut self) -> RunOutcome {
+    pub(crate) fn run(mut self) -> RunOutcome {
         while self.slots.iter().any(|s| !s.done) {
             match self.events.recv_timeout(POLL) {
                 Ok(event) => self.handle(event),
@@ -885,7 +885,12 @@ impl<'a> Supervisor<'a> {
 
 /// The line shown as a test's report comes in: with `-v` one per report pytest names
 /// (`PASSED tests/x.py::t [gw1]`); otherwise failures only, in their short form.
-pub fn live_line(nodeid: &str, report: &Report, worker: &str, verbose: i64) -> Option<String> {
+pub(crate) fn live_line(
+    nodeid: &str,
+    report: &Report,
+    worker: &str,
+    verbose: i64,
+) -> Option<String> {
     if verbose >= 1 {
         if report.word.is_empty() {
             return None;
@@ -915,7 +920,7 @@ pub fn live_line(nodeid: &str, report: &Report, worker: &str, verbose: i64) -> O
 
 /// A warning naming the first differences between two workers' collections; None when they
 /// collected the same tests (in whatever order).
-pub fn collection_difference(
+pub(crate) fn collection_difference(
     a: &str,
     a_ids: &[String],
     b: &str,

@@ -6,16 +6,16 @@ use anyhow::Result;
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM, SIGTSTP};
 use signal_hook::iterator::{Handle, Signals};
 
-use crate::events::{Event, SignalEvent};
+use crate::run::events::{Event, SignalEvent};
 
 /// Turns SIGINT/SIGTERM/SIGHUP (stop the run), SIGTSTP (Ctrl-Z) and SIGCONT into events until
 /// the returned guard is dropped.
-pub struct SignalForwarder {
+pub(crate) struct SignalForwarder {
     handle: Handle,
 }
 
 impl SignalForwarder {
-    pub fn start(events: Sender<Event>) -> Result<SignalForwarder> {
+    pub(crate) fn start(events: Sender<Event>) -> Result<SignalForwarder> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGTSTP, SIGCONT])?;
         let handle = signals.handle();
         std::thread::Builder::new()

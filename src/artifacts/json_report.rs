@@ -7,49 +7,49 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::probe::Facts;
-use crate::supervisor::{RunOutcome, TestResult};
+use crate::run::supervisor::{RunOutcome, TestResult};
 
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 #[derive(Debug, Serialize)]
-pub struct JsonReport {
-    pub format: u32,
-    pub testmon_run: String,
-    pub pytest: String,
+pub(crate) struct JsonReport {
+    pub(crate) format: u32,
+    pub(crate) testmon_run: String,
+    pub(crate) pytest: String,
     /// pytest-testmon's version; None when testmon is off.
-    pub testmon: Option<String>,
-    pub workers: usize,
-    pub selected: usize,
-    pub deselected: u64,
-    pub exit_code: u8,
+    pub(crate) testmon: Option<String>,
+    pub(crate) workers: usize,
+    pub(crate) selected: usize,
+    pub(crate) deselected: u64,
+    pub(crate) exit_code: u8,
     /// pytest's summary counts by category ("passed", "failed", ...).
-    pub summary: Vec<(String, usize)>,
+    pub(crate) summary: Vec<(String, usize)>,
     /// Seconds per phase.
-    pub phases: Phases,
-    pub tests: Vec<TestEntry>,
+    pub(crate) phases: Phases,
+    pub(crate) tests: Vec<TestEntry>,
     /// Workers started in place of crashed or timed-out ones.
-    pub worker_restarts: u32,
+    pub(crate) worker_restarts: u32,
     /// One line per worker lost after collecting (crashed, timed out).
-    pub crashes: Vec<String>,
+    pub(crate) crashes: Vec<String>,
     /// Tests due to run that did not (workers lost past --max-worker-restart).
-    pub not_run: Vec<String>,
+    pub(crate) not_run: Vec<String>,
     /// What the supervisor itself cost, and its workers (and probe) together.
-    pub supervisor: Usage,
+    pub(crate) supervisor: Usage,
 }
 
 /// CPU time and peak memory, from getrusage.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// The supervisor's own user + system time.
-    pub cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
     /// The supervisor's peak resident set.
-    pub max_rss_kb: i64,
+    pub(crate) max_rss_kb: i64,
     /// The ended children's (workers', the probe's) user + system time.
-    pub children_cpu_seconds: f64,
+    pub(crate) children_cpu_seconds: f64,
 }
 
 impl Usage {
-    pub fn now() -> Usage {
+    pub(crate) fn now() -> Usage {
         use nix::sys::resource::{getrusage, UsageWho};
         let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
         let (Ok(own), Ok(children)) = (
@@ -67,32 +67,32 @@ impl Usage {
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
-pub struct Phases {
-    pub probe: f64,
-    pub prepare: f64,
+pub(crate) struct Phases {
+    pub(crate) probe: f64,
+    pub(crate) prepare: f64,
     /// From starting the workers until they all collected.
-    pub collect: f64,
-    pub run: f64,
+    pub(crate) collect: f64,
+    pub(crate) run: f64,
     /// Merging the workers' results into testmon's database.
-    pub merge: f64,
-    pub total: f64,
+    pub(crate) merge: f64,
+    pub(crate) total: f64,
 }
 
 /// The moments that divide a run into its phases.
 #[derive(Debug, Clone, Copy)]
-pub struct Marks {
-    pub started: Instant,
-    pub probed: Instant,
-    pub prepared: Instant,
-    pub spawned: Instant,
+pub(crate) struct Marks {
+    pub(crate) started: Instant,
+    pub(crate) probed: Instant,
+    pub(crate) prepared: Instant,
+    pub(crate) spawned: Instant,
     /// Every worker had collected (None: they never all did).
-    pub scheduled: Option<Instant>,
-    pub ran: Instant,
-    pub recorded: Instant,
+    pub(crate) scheduled: Option<Instant>,
+    pub(crate) ran: Instant,
+    pub(crate) recorded: Instant,
 }
 
 impl Phases {
-    pub fn new(marks: &Marks) -> Phases {
+    pub(crate) fn new(marks: &Marks) -> Phases {
         let secs = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
         let scheduled = marks.scheduled.unwrap_or(marks.ran);
         Phases {
@@ -108,7 +108,7 @@ impl Phases {
 
 impl JsonReport {
     /// The report of a finished run; `names` are the workers' names by index.
-    pub fn new(
+    pub(crate) fn new(
         facts: &Facts,
         workers: usize,
         outcome: &RunOutcome,
@@ -151,17 +151,17 @@ impl JsonReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TestEntry {
-    pub nodeid: String,
+pub(crate) struct TestEntry {
+    pub(crate) nodeid: String,
     /// pytest's word for the test as a whole: passed, failed, error, skipped, xfailed, xpassed.
-    pub outcome: String,
+    pub(crate) outcome: String,
     /// Setup + call + teardown, seconds.
-    pub duration: f64,
-    pub worker: String,
+    pub(crate) duration: f64,
+    pub(crate) worker: String,
 }
 
 /// One test's outcome as pytest's summary counts it (an error in any phase wins).
-pub fn test_outcome(result: &TestResult) -> String {
+pub(crate) fn test_outcome(result: &TestResult) -> String {
     let categories: Vec<&str> = result
         .reports
         .iter()
@@ -176,7 +176,7 @@ pub fn test_outcome(result: &TestResult) -> String {
     categories.first().map_or("passed", |c| c).to_string()
 }
 
-pub fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
+pub(crate) fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
     outcome
         .results
         .iter()
@@ -190,7 +190,7 @@ pub fn tests(outcome: &RunOutcome, names: &[String]) -> Vec<TestEntry> {
 }
 
 /// Written atomically; the parent directory is created.
-pub fn write(path: &Path, report: &JsonReport) -> Result<()> {
+pub(crate) fn write(path: &Path, report: &JsonReport) -> Result<()> {
     let text = serde_json::to_string_pretty(report).context("encoding the JSON report")?;
     crate::atomic::write(path, (text + "\n").as_bytes())
 }
@@ -198,7 +198,7 @@ pub fn write(path: &Path, report: &JsonReport) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Report;
+    use crate::run::protocol::Report;
 
     fn result(categories: &[&str]) -> TestResult {
         TestResult {
