@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::probe::Facts;
-use crate::run::supervisor::{RunOutcome, TestResult};
+use crate::run::outcome::{RunOutcome, TestResult};
 
 pub(crate) const FORMAT: u32 = 1;
 
@@ -89,6 +89,21 @@ pub(crate) struct Marks {
     pub(crate) scheduled: Option<Instant>,
     pub(crate) ran: Instant,
     pub(crate) recorded: Instant,
+}
+
+impl Marks {
+    /// A run that ended at `now` without phases (the no-op fast path).
+    pub(crate) fn all_at(started: Instant, now: Instant) -> Marks {
+        Marks {
+            started,
+            probed: now,
+            prepared: now,
+            spawned: now,
+            scheduled: None,
+            ran: now,
+            recorded: now,
+        }
+    }
 }
 
 impl Phases {

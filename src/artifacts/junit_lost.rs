@@ -3,8 +3,8 @@
 //! pytest's shape (`mangle_test_address`, `junit_prefix`, failure/error/skipped elements),
 //! as one more document for the merge.
 
-use crate::run::protocol::Report;
-use crate::run::supervisor::TestResult;
+use crate::run::outcome::TestResult;
+use crate::run::protocol::{Outcome, Report, When};
 
 /// A `<testsuites>` document holding one testcase per result; None when there are none.
 pub(crate) fn document(results: &[&TestResult], prefix: Option<&str>) -> Option<String> {
@@ -51,11 +51,11 @@ pub(crate) fn document(results: &[&TestResult], prefix: Option<&str>) -> Option<
 /// What pytest's junitxml would write for these reports: a failed call is a failure, a failed
 /// setup or teardown (or a crash) an error, a skip a skipped element.
 fn outcome(reports: &[Report]) -> Option<(&'static str, &Report)> {
-    let failed = |r: &&Report| r.outcome == "failed";
+    let failed = |r: &&Report| r.outcome == Outcome::Failed;
     if let Some(r) = reports.iter().find(|r| failed(r) && r.category == "error") {
         return Some(("error", r));
     }
-    if let Some(r) = reports.iter().find(|r| failed(r) && r.when == "call") {
+    if let Some(r) = reports.iter().find(|r| failed(r) && r.when == When::Call) {
         return Some(("failure", r));
     }
     if let Some(r) = reports.iter().find(failed) {
@@ -63,7 +63,7 @@ fn outcome(reports: &[Report]) -> Option<(&'static str, &Report)> {
     }
     reports
         .iter()
-        .find(|r| r.outcome == "skipped")
+        .find(|r| r.outcome == Outcome::Skipped)
         .map(|r| ("skipped", r))
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::{Map, Value};
 
-use crate::run::protocol::CacheReport;
-use crate::run::supervisor::TestResult;
+use crate::run::outcome::TestResult;
+use crate::run::protocol::{CacheReport, Outcome, When};
 
 const LASTFAILED: &str = "v/cache/lastfailed";
 const STEPWISE: &str = "v/cache/stepwise";
@@ -43,10 +43,11 @@ pub(crate) fn share_of(results: &[&TestResult]) -> CacheReport {
     for result in results {
         let mut failed = None;
         for report in &result.reports {
-            if (report.when == "call" && report.outcome == "passed") || report.outcome == "skipped"
+            if (report.when == When::Call && report.outcome == Outcome::Passed)
+                || report.outcome == Outcome::Skipped
             {
                 failed = Some(false);
-            } else if report.outcome == "failed" {
+            } else if report.outcome == Outcome::Failed {
                 failed = Some(true);
             }
         }

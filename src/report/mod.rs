@@ -3,6 +3,7 @@
 //! final summary line, in pytest's order.
 
 pub(crate) mod header;
+pub(crate) mod live;
 
 mod summary;
 mod tables;
@@ -10,8 +11,8 @@ mod tables;
 pub(crate) use summary::{sep, stats, summary_line_for};
 pub(crate) use tables::{durations_text, warnings_text};
 
+use crate::run::outcome::{RunOutcome, Section, TestResult};
 use crate::run::protocol::{CollectError, Report};
-use crate::run::supervisor::{RunOutcome, TestResult};
 
 /// pytest's options that shape the end-of-run report.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,17 +91,13 @@ pub(crate) fn sections_text(
 
 /// pytest's XFAILURES, PASSES and XPASSES sections (`--xfail-tb`, `-rP`, `-rX`) with these
 /// `titles`, in that order; each test's part was made by pytest in its worker.
-pub(crate) fn extra_sections(
-    sections: &[(String, String, String)],
-    titles: &[&str],
-    width: usize,
-) -> String {
+pub(crate) fn extra_sections(sections: &[Section], titles: &[&str], width: usize) -> String {
     let mut out = String::new();
     for &title in titles {
         let parts: Vec<&String> = sections
             .iter()
-            .filter(|(_, t, _)| t == title)
-            .map(|(_, _, body)| body)
+            .filter(|s| s.title == title)
+            .map(|s| &s.text)
             .collect();
         if parts.is_empty() {
             continue;
@@ -282,9 +279,10 @@ pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> S
         // pytest's own wording, plural included.
         out.push_str(&sep('!', &format!("stopping after {n} failures"), width));
     }
-    for (nodeid, worker) in &outcome.cut_short {
+    for cut in &outcome.cut_short {
         out.push_str(&format!(
-            "testmon-run: interrupted while running {nodeid} [{worker}]\n"
+            "testmon-run: interrupted while running {} [{}]\n",
+            cut.nodeid, cut.worker
         ));
     }
     if outcome.interrupted {
@@ -450,13 +448,17 @@ ERROR t.py::test_y - AssertionError: boom
 
     #[test]
     fn extra_sections_gather_every_tests_part_under_one_title() {
-        let sections: Vec<(String, String, String)> = [
+        let sections: Vec<Section> = [
             ("PASSES", "___ a ___\nout a\n"),
             ("XPASSES", ""),
             ("PASSES", ""),
             ("PASSES", "___ b ___\nout b\n"),
         ]
-        .map(|(t, b)| ("t.py::x".to_string(), t.to_string(), b.to_string()))
+        .map(|(t, b)| Section {
+            nodeid: "t.py::x".to_string(),
+            title: t.to_string(),
+            text: b.to_string(),
+        })
         .to_vec();
         assert_eq!(
             extra_sections(&sections, &["XFAILURES", "PASSES", "XPASSES"], 20),

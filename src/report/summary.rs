@@ -1,7 +1,7 @@
 //! pytest's final line: `==== 1 failed, 41 passed, 120 deselected in 3.02s ====`.
 
+use crate::run::outcome::TestResult;
 use crate::run::protocol::CollectError;
-use crate::run::supervisor::TestResult;
 
 /// pytest's KNOWN_TYPES: the order of the summary line.
 const KNOWN_TYPES: [&str; 11] = [

@@ -1,19 +1,20 @@
 //! pytest's "warnings summary" and "slowest durations" sections, over every worker's reports.
 
 use super::sep;
-use crate::run::supervisor::TestResult;
+use crate::run::outcome::TestResult;
+use crate::run::protocol::PytestWarning;
 
 const WARNINGS_DOCS: &str =
     "-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html";
 
 /// pytest's warnings summary: warnings grouped by message, each with its locations (by file
 /// from ten on). `warnings` are (location, message) pairs, already deduplicated.
-pub(crate) fn warnings_text(warnings: &[(String, String)], width: usize) -> String {
+pub(crate) fn warnings_text(warnings: &[PytestWarning], width: usize) -> String {
     if warnings.is_empty() {
         return String::new();
     }
     let mut by_message: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (location, message) in warnings {
+    for PytestWarning { location, message } in warnings {
         match by_message.iter_mut().find(|(m, _)| m == message) {
             Some((_, locations)) => locations.push(location),
             None => by_message.push((message, vec![location])),
@@ -112,6 +113,7 @@ fn python_g(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::run::protocol::Report;
+    use crate::run::protocol::When;
 
     fn result(nodeid: &str, phases: &[(&str, f64)]) -> TestResult {
         TestResult {
@@ -120,7 +122,7 @@ mod tests {
             reports: phases
                 .iter()
                 .map(|(when, duration)| Report {
-                    when: when.to_string(),
+                    when: When::from(*when),
                     outcome: "passed".into(),
                     duration: *duration,
                     head_line: nodeid.into(),
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn warnings_grouped_by_message_as_pytest() {
-        let warnings: Vec<(String, String)> = [
+        let warnings: Vec<PytestWarning> = [
             (
                 "t.py::a",
                 "t.py:3: UserWarning: old\n  warnings.warn(\"old\")\n",
@@ -143,7 +145,10 @@ mod tests {
             ),
             ("", "conftest: DeprecationWarning: x\n"),
         ]
-        .map(|(l, m)| (l.to_string(), m.to_string()))
+        .map(|(l, m)| PytestWarning {
+            location: l.to_string(),
+            message: m.to_string(),
+        })
         .to_vec();
         assert_eq!(
             warnings_text(&warnings, 40),
@@ -162,10 +167,13 @@ mod tests {
 
     #[test]
     fn ten_locations_are_counted_by_file() {
-        let warnings: Vec<(String, String)> = (0..12)
+        let warnings: Vec<PytestWarning> = (0..12)
             .map(|i| {
                 let file = if i < 10 { "a.py" } else { "b.py" };
-                (format!("{file}::t{i}"), "w".to_string())
+                PytestWarning {
+                    location: format!("{file}::t{i}"),
+                    message: "w".to_string(),
+                }
             })
             .collect();
         let text = warnings_text(&warnings, 40);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::run::protocol::Report;
+use crate::run::protocol::{Outcome, Report, When};
 use crate::run::worker::Exit;
 
 /// A duration as the user gave it: `3s`, `0.5s`.
@@ -54,8 +54,8 @@ pub(crate) fn crash(nodeid: &str, worker: &str, exit: Exit, output: &str) -> Rep
         exit.describe()
     );
     Report {
-        when: "call".into(),
-        outcome: "failed".into(),
+        when: When::Call,
+        outcome: Outcome::Failed,
         category: "error".into(),
         letter: "E".into(),
         word: "ERROR".into(),

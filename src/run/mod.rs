@@ -4,10 +4,14 @@
 
 pub(crate) mod crash_report;
 pub(crate) mod events;
+pub(crate) mod ledger;
+pub(crate) mod outcome;
 pub(crate) mod plan;
 pub(crate) mod protocol;
 pub(crate) mod rundir;
 pub(crate) mod scheduler;
 pub(crate) mod signals;
+pub(crate) mod sink;
+pub(crate) mod slot;
 pub(crate) mod supervisor;
 pub(crate) mod worker;

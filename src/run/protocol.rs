@@ -37,10 +37,9 @@ pub(crate) enum FromWorker {
     Result {
         nodeid: String,
         reports: Vec<Report>,
-        /// The test's part of pytest's XFAILURES, PASSES and XPASSES sections:
-        /// (title, text).
+        /// The test's part of pytest's XFAILURES, PASSES and XPASSES sections.
         #[serde(default)]
-        sections: Vec<(String, String)>,
+        sections: Vec<SectionPart>,
         /// Every test this worker reported so far, this one included, has its fingerprints
         /// in the spool (testmon wrote its batch, or does not record).
         #[serde(default = "durable_default")]
@@ -50,9 +49,9 @@ pub(crate) enum FromWorker {
         exitstatus: i32,
         shouldfail: bool,
         shouldstop: bool,
-        /// pytest's warnings: (location, message) pairs.
+        /// pytest's warnings.
         #[serde(default)]
-        warnings: Vec<(String, String)>,
+        warnings: Vec<PytestWarning>,
         /// What the worker would have written to pytest's cache (None: no cacheprovider).
         #[serde(default)]
         cache: Option<CacheReport>,
@@ -80,11 +79,82 @@ pub(crate) struct CollectError {
     pub(crate) message: String,
 }
 
+/// A test's part of one of pytest's XFAILURES, PASSES and XPASSES sections; sent as a
+/// `[title, text]` pair.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct SectionPart {
+    pub(crate) title: String,
+    pub(crate) text: String,
+}
+
+/// One of pytest's warnings; sent as a `[location, message]` pair.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct PytestWarning {
+    pub(crate) location: String,
+    pub(crate) message: String,
+}
+
+/// The phase of a test a report is about (pytest's `report.when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum When {
+    Setup,
+    #[default]
+    Call,
+    Teardown,
+}
+
+impl When {
+    /// pytest's word for it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            When::Setup => "setup",
+            When::Call => "call",
+            When::Teardown => "teardown",
+        }
+    }
+}
+
+/// pytest's `report.outcome`. (pytest's summary category, which plugins extend, stays a
+/// string: `Report::category`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    #[default]
+    Passed,
+    Failed,
+    Skipped,
+    /// A word a plugin set (pytest-rerunfailures' `rerun`): neither passed nor failed.
+    #[serde(other)]
+    Other,
+}
+
+impl Outcome {
+    pub(crate) fn is_failed(self) -> bool {
+        self == Outcome::Failed
+    }
+}
+
+/// pytest's words, for the unit tests' reports.
+#[cfg(test)]
+impl From<&str> for When {
+    fn from(word: &str) -> When {
+        serde_json::from_value(serde_json::Value::from(word)).expect("one of pytest's phases")
+    }
+}
+
+#[cfg(test)]
+impl From<&str> for Outcome {
+    fn from(word: &str) -> Outcome {
+        serde_json::from_value(serde_json::Value::from(word)).expect("a word")
+    }
+}
+
 /// One pytest report, with pytest's own classification (pytest_report_teststatus).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub(crate) struct Report {
-    pub(crate) when: String,
-    pub(crate) outcome: String,
+    pub(crate) when: When,
+    pub(crate) outcome: Outcome,
     pub(crate) category: String,
     #[serde(default)]
     pub(crate) letter: String,

@@ -1,106 +1,34 @@
 //! The one event loop that owns a run's state: workers' collections, the schedule, results,
-//! crashes and signals.
+//! crashes and signals. It prints nothing and writes no file: what happens goes to a
+//! [`Sink`] as typed events, and the run ends as a [`RunOutcome`].
+//!
+//! Generic over the worker handle, so that its crash, timeout and interrupt logic is
+//! unit-tested with fake workers (below), without starting a process.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::report::header::Header;
+use crate::exit;
 use crate::run::crash_report;
 use crate::run::events::{Event, SignalEvent};
-use crate::run::protocol::{self, CacheReport, CollectError, FromWorker, Report, ToWorker};
-use crate::run::scheduler::Dist;
-use crate::run::scheduler::{self, Scheduler, Unit};
-use crate::run::worker::{Exit, Worker};
-use crate::ui::Ui;
+use crate::run::ledger::Ledger;
+use crate::run::outcome::{CutShort, RunOutcome, Section, TestResult};
+use crate::run::protocol::{self, FromWorker, Report, ToWorker};
+use crate::run::scheduler::{self, Dist, Scheduler};
+use crate::run::sink::{Scheduled, Sink};
+use crate::run::slot::{Collected, Kill, Lifecycle, Slot, WorkerHandle};
+use crate::run::worker::Exit;
 
 const POLL: Duration = Duration::from_millis(50);
-/// How long after a worker's exit its socket may stay open (a forked child holding it).
-const LINGER: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone)]
-pub(crate) struct TestResult {
-    pub(crate) nodeid: String,
-    pub(crate) worker: usize,
-    pub(crate) reports: Vec<Report>,
-}
-
-/// Everything the run produced, for the merge and the report.
-#[derive(Debug, Default)]
-pub(crate) struct RunOutcome {
-    /// The run's list: the first worker's collection, in testmon's order.
-    pub(crate) run_list: Vec<String>,
-    pub(crate) results: Vec<TestResult>,
-    pub(crate) collect_errors: Vec<CollectError>,
-    pub(crate) deselected: u64,
-    /// The tests pytest itself deselected (-k, -m, --deselect), by the first worker.
-    pub(crate) user_deselected: Vec<String>,
-    pub(crate) sync: Option<Vec<String>>,
-    pub(crate) interrupted: bool,
-    /// The `-x`/`--maxfail` limit was reached.
-    pub(crate) stopped_after: Option<u64>,
-    /// Protocol errors, workers lost before collecting, workers that could not be replaced:
-    /// the run ends with an internal error.
-    pub(crate) problems: Vec<String>,
-    /// Workers that crashed or were killed at --timeout after collecting: their test is
-    /// reported as an error, the rest of their work ran elsewhere.
-    pub(crate) crashes: Vec<String>,
-    /// Tests that were due to run but did not (their worker crashed, nobody left to run them).
-    pub(crate) not_run: Vec<String>,
-    /// Each worker's pytest exit status, when it reported one.
-    pub(crate) exitstatus: Vec<Option<i32>>,
-    /// Warnings to show (e.g. differing collections).
-    pub(crate) warnings: Vec<String>,
-    /// pytest's warnings from every worker, deduplicated: (location, message).
-    pub(crate) pytest_warnings: Vec<(String, String)>,
-    /// Each worker's share of pytest's cache, as it reported it.
-    pub(crate) caches: Vec<CacheReport>,
-    /// When every worker had collected and the schedule started.
-    pub(crate) scheduled_at: Option<Instant>,
-    /// The tests' parts of pytest's XFAILURES, PASSES and XPASSES sections:
-    /// (node id, title, text).
-    pub(crate) sections: Vec<(String, String, String)>,
-    /// Tests whose worker crashed while running them (failed, for pytest's cache).
-    pub(crate) crashed: Vec<String>,
-    /// Every worker process's file stem, replacements included, in the order they started:
-    /// their spools, JUnit files and logs.
-    pub(crate) stems: Vec<String>,
-    /// Workers started to replace crashed ones.
-    pub(crate) restarts: u32,
-    /// Tests run again because their worker died before writing their records.
-    pub(crate) rerun: Vec<String>,
-    /// Tests reported by workers that died before sending their share of pytest's cache.
-    pub(crate) cache_orphans: Vec<String>,
-    /// Tests that were running when the run was interrupted and did not finish:
-    /// (node id, worker name).
-    pub(crate) cut_short: Vec<(String, String)>,
-}
-
-impl RunOutcome {
-    /// The results of the tests named in any of `lists`, in the run's order.
-    pub(crate) fn results_of(&self, lists: &[&[String]]) -> Vec<&TestResult> {
-        let wanted: HashSet<&str> = lists
-            .iter()
-            .flat_map(|l| l.iter())
-            .map(String::as_str)
-            .collect();
-        self.results
-            .iter()
-            .filter(|r| wanted.contains(r.nodeid.as_str()))
-            .collect()
-    }
-}
-
-/// How the run is told and when it stops.
+/// When the run stops and how it tells its workers.
 pub(crate) struct Options {
     pub(crate) dist: Dist,
     /// Failures after which no new test starts (0: never).
     pub(crate) maxfail: u64,
-    /// pytest's verbosity: 1+ a line per test, -1 no header, -2 not even failures as they come.
-    pub(crate) verbose: i64,
-    pub(crate) header: Header,
     /// A test running longer is stopped: its worker's process group killed and replaced.
     pub(crate) timeout: Option<Duration>,
     /// How long workers get to stop after an interrupt before their process groups are
@@ -108,126 +36,63 @@ pub(crate) struct Options {
     pub(crate) grace_period: Duration,
     /// How many crashed workers are replaced, at most.
     pub(crate) max_worker_restart: u32,
-    /// Where the run's collection is written as soon as it is known (RunDir::collected_path).
-    pub(crate) collected_file: Option<std::path::PathBuf>,
 }
 
 /// Starts worker `index`'s `generation`-th incarnation (0: the first).
-pub(crate) type Spawn<'a> = Box<dyn FnMut(usize, u32) -> anyhow::Result<Worker> + 'a>;
+pub(crate) type Spawn<'a, W> = Box<dyn FnMut(usize, u32) -> anyhow::Result<W> + 'a>;
 
-/// Why the supervisor killed a worker itself.
+/// How far the run is from its natural end; each state only moves down.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kill {
-    /// Its test ran past --timeout.
-    Timeout,
-    /// It spoke garbage or another protocol: a replacement would too.
-    Refused,
+enum Course {
+    /// Tests go out.
+    Running,
+    /// `-x`/`--maxfail` reached: nothing new starts; running tests finish and are recorded.
+    MaxFail,
+    /// Ctrl-C, SIGTERM, SIGHUP: the workers got SIGINT; their process groups are killed at
+    /// `kill_at` (the grace period).
+    Interrupted { kill_at: Instant },
+    /// A second interrupt, or the grace period is over: SIGKILL until every worker is gone.
+    Killing,
 }
 
-struct Collected {
-    nodeids: Vec<String>,
-    deselected: u64,
-    user_deselected: Vec<String>,
-    sync: Option<Vec<String>>,
-    collect_errors: Vec<CollectError>,
-    tm_message: Option<String>,
-}
-
-struct Slot {
-    worker: Worker,
-    collected: Option<Collected>,
-    /// None: every test of the run list; Some: only these (its collection differed).
-    eligible: Option<HashSet<String>>,
-    /// The worker asked for work, holding this many tests of its own; with 0 it is idle
-    /// and waits (parked) until work is given back or the run is over.
-    wants: Option<usize>,
-    shut: bool,
-    closed: bool,
-    finished: Option<i32>,
-    exit: Option<(Exit, Instant)>,
-    done: bool,
-    /// Indices into the run list, handed to this worker, without a result yet.
-    assigned: VecDeque<usize>,
-    /// The rest of the unit (scope, file) it works on, not handed out yet: a unit goes out a
-    /// test or two at a time, so that -x, a crash or a timeout finds the rest here.
-    backlog: VecDeque<usize>,
-    /// Tests it reported whose fingerprints it has not written yet: run again if it dies.
-    provisional: Vec<usize>,
-    /// When the test it runs now (the first it holds) started.
-    running_since: Option<Instant>,
-    killed: Option<Kill>,
-    generation: u32,
-    /// Tests it reported: if it dies, its share of pytest's cache dies with it.
-    reported: Vec<String>,
-}
-
-impl Slot {
-    fn new(worker: Worker, generation: u32) -> Slot {
-        Slot {
-            worker,
-            collected: None,
-            eligible: None,
-            wants: None,
-            shut: false,
-            closed: false,
-            finished: None,
-            exit: None,
-            done: false,
-            assigned: VecDeque::new(),
-            backlog: VecDeque::new(),
-            provisional: Vec::new(),
-            running_since: None,
-            killed: None,
-            generation,
-            reported: Vec::new(),
-        }
-    }
-}
-
-pub(crate) struct Supervisor<'a> {
-    slots: Vec<Slot>,
-    spawn: Spawn<'a>,
+pub(crate) struct Supervisor<'a, W, S> {
+    slots: Vec<Slot<W>>,
+    ledger: Ledger,
+    spawn: Spawn<'a, W>,
     events: Receiver<Event>,
     durations: &'a HashMap<String, f64>,
     options: Options,
     scheduler: Option<Scheduler>,
-    /// Each run-list test's expected seconds, for the progress display.
-    costs: Vec<f64>,
     index: HashMap<String, usize>,
     failures: u64,
-    stopping: bool,
-    interrupts: u32,
-    kill_at: Option<Instant>,
-    ui: Ui,
+    course: Course,
+    sink: &'a mut S,
     out: RunOutcome,
 }
 
-impl<'a> Supervisor<'a> {
+impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
     pub(crate) fn new(
-        workers: Vec<Worker>,
-        spawn: Spawn<'a>,
+        workers: Vec<W>,
+        spawn: Spawn<'a, W>,
         events: Receiver<Event>,
         durations: &'a HashMap<String, f64>,
         options: Options,
-        ui: Ui,
-    ) -> Supervisor<'a> {
+        sink: &'a mut S,
+    ) -> Supervisor<'a, W, S> {
         let count = workers.len();
-        let stems = workers.iter().map(|w| w.stem.clone()).collect();
-        let slots = workers.into_iter().map(|w| Slot::new(w, 0)).collect();
+        let stems = workers.iter().map(|w| w.stem().to_string()).collect();
         Supervisor {
-            slots,
+            slots: workers.into_iter().map(|w| Slot::new(w, 0)).collect(),
+            ledger: Ledger::new(count),
             spawn,
             events,
             durations,
             options,
             scheduler: None,
-            costs: Vec::new(),
             index: HashMap::new(),
             failures: 0,
-            stopping: false,
-            interrupts: 0,
-            kill_at: None,
-            ui,
+            course: Course::Running,
+            sink,
             out: RunOutcome {
                 exitstatus: vec![None; count],
                 stems,
@@ -238,7 +103,7 @@ impl<'a> Supervisor<'a> {
 
     /// Runs until every worker has ended and been reaped.
     pub(crate) fn run(mut self) -> RunOutcome {
-        while self.slots.iter().any(|s| !s.done) {
+        while self.slots.iter().any(|s| !s.reaped()) {
             match self.events.recv_timeout(POLL) {
                 Ok(event) => self.handle(event),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -248,22 +113,30 @@ impl<'a> Supervisor<'a> {
                 self.handle(event);
             }
             self.reap();
-            self.ui.tick();
+            self.sink.tick();
         }
-        self.ui.finish();
+        self.sink.finish();
+        self.conclude()
+    }
+
+    fn stopping(&self) -> bool {
+        self.course != Course::Running
+    }
+
+    /// The outcome, once every worker is reaped: what was left not run, and the results in
+    /// the run's order, as a single pytest process reports them.
+    fn conclude(mut self) -> RunOutcome {
         if let Some(mut scheduler) = self.scheduler.take() {
             let mut left: Vec<usize> = scheduler
                 .cancel()
                 .into_iter()
                 .flat_map(|u| u.tests)
                 .collect();
-            for slot in &mut self.slots {
-                left.extend(slot.backlog.drain(..));
-            }
+            left.extend(self.ledger.drain_backlogs());
             // Tests are "not run" only when a crash left them behind; after collection
             // errors, -x or pytest.exit() pytest itself would not have run them either.
             let lost_workers = !self.out.problems.is_empty() || !self.out.crashes.is_empty();
-            if !self.stopping && !self.out.interrupted && lost_workers {
+            if !self.stopping() && lost_workers {
                 for i in left {
                     self.out.not_run.push(self.out.run_list[i].clone());
                 }
@@ -273,14 +146,11 @@ impl<'a> Supervisor<'a> {
         let cut_short = std::mem::take(&mut self.out.cut_short);
         self.out.cut_short = cut_short
             .into_iter()
-            .filter(|(nodeid, _)| !finished.contains(nodeid.as_str()))
+            .filter(|c| !finished.contains(c.nodeid.as_str()))
             .collect();
-        // Reported in the run's order, as a single pytest process reports them.
         let position = |nodeid: &str| self.index.get(nodeid).copied().unwrap_or(usize::MAX);
         self.out.results.sort_by_key(|r| position(&r.nodeid));
-        self.out
-            .sections
-            .sort_by_key(|(nodeid, _, _)| position(nodeid));
+        self.out.sections.sort_by_key(|s| position(&s.nodeid));
         self.out
     }
 
@@ -290,18 +160,15 @@ impl<'a> Supervisor<'a> {
             Event::Message { worker, .. } if self.slots[worker].killed == Some(Kill::Refused) => {}
             Event::Message { worker, msg } => self.on_message(worker, msg),
             Event::Garbage { worker, detail } => {
-                let name = self.slots[worker].worker.name.clone();
+                let name = self.slots[worker].worker.name().to_string();
                 self.out.problems.push(format!("worker {name}: {detail}"));
-                self.kill(worker, Kill::Refused);
+                self.slots[worker].kill(Kill::Refused);
             }
             Event::Closed { worker } => self.slots[worker].closed = true,
-            Event::Output { worker, line, .. } => {
-                let name = &self.slots[worker].worker.name;
-                self.ui.line(&format!("[{name}] {line}"));
-            }
+            Event::Output { worker, line } => self.sink.output(worker, &line),
             Event::Signal(SignalEvent::Interrupt) => self.on_interrupt(),
             Event::Signal(SignalEvent::Suspend) => self.suspend(),
-            Event::Signal(SignalEvent::Continue) => self.resume(),
+            Event::Signal(SignalEvent::Continue) => self.signal_running(Signal::SIGCONT),
         }
     }
 
@@ -309,12 +176,12 @@ impl<'a> Supervisor<'a> {
         match msg {
             FromWorker::Hello { protocol, .. } => {
                 if protocol != protocol::PROTOCOL {
-                    let name = self.slots[w].worker.name.clone();
+                    let name = self.slots[w].worker.name();
                     self.out.problems.push(format!(
                         "worker {name} speaks protocol {protocol}, this testmon-run speaks {}",
                         protocol::PROTOCOL
                     ));
-                    self.kill(w, Kill::Refused);
+                    self.slots[w].kill(Kill::Refused);
                 }
             }
             FromWorker::Collected {
@@ -348,11 +215,13 @@ impl<'a> Supervisor<'a> {
                 sections,
                 durable,
             } => {
-                self.out.sections.extend(
-                    sections
-                        .into_iter()
-                        .map(|(title, body)| (nodeid.clone(), title, body)),
-                );
+                self.out
+                    .sections
+                    .extend(sections.into_iter().map(|part| Section {
+                        nodeid: nodeid.clone(),
+                        title: part.title,
+                        text: part.text,
+                    }));
                 self.on_result(w, nodeid, reports, durable);
             }
             FromWorker::Finished {
@@ -373,8 +242,14 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Once every worker has collected (or ended): the first one's collection becomes the
+    /// run's list, and the schedule starts.
     fn maybe_start_schedule(&mut self) {
-        if self.scheduler.is_some() || !self.slots.iter().all(|s| s.collected.is_some() || s.done) {
+        let all_in = self
+            .slots
+            .iter()
+            .all(|s| s.collected.is_some() || s.reaped());
+        if self.scheduler.is_some() || !all_in {
             return;
         }
         // The lowest-numbered worker that collected speaks for the run.
@@ -390,61 +265,54 @@ impl<'a> Supervisor<'a> {
         self.out.user_deselected = std::mem::take(&mut collected.user_deselected);
         self.out.sync = collected.sync.take();
         self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
-        for i in 0..self.slots.len() {
-            if i == first {
-                continue;
-            }
+        self.compare_collections(first, &run_list);
+        self.index = run_list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let mut scheduler = Scheduler::new(&run_list, self.durations, self.options.dist);
+        if self.stopping() {
+            scheduler.cancel();
+        }
+        self.scheduler = Some(scheduler);
+        self.ledger
+            .set_costs(scheduler::expected_costs(&run_list, self.durations));
+        self.out.scheduled_at = Some(Instant::now());
+        self.sink.scheduled(&Scheduled {
+            run_list: &run_list,
+            sync: self.out.sync.as_deref(),
+            deselected: self.out.deselected,
+            tm_message: tm_message.as_deref(),
+            expected: self.ledger.expected_total(),
+        });
+        self.out.run_list = run_list;
+        self.serve_all();
+    }
+
+    /// Workers whose collection differs from the run's list run only what they collected.
+    fn compare_collections(&mut self, first: usize, run_list: &[String]) {
+        for i in (0..self.slots.len()).filter(|&i| i != first) {
             let Some(collected) = &self.slots[i].collected else {
                 continue;
             };
             if collected.nodeids == run_list {
                 continue;
             }
-            let name = &self.slots[i].worker.name;
-            let first_name = &self.slots[first].worker.name;
+            let name = self.slots[i].worker.name();
+            let first_name = self.slots[first].worker.name();
             // Another order alone (pytest-randomly's seed per process) is harmless: tests go
             // out by node id.
             if let Some(warning) =
-                collection_difference(first_name, &run_list, name, &collected.nodeids)
+                collection_difference(first_name, run_list, name, &collected.nodeids)
             {
                 self.out.warnings.push(warning);
                 self.slots[i].eligible = Some(collected.nodeids.iter().cloned().collect());
             }
         }
-        self.index = run_list
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
-        self.scheduler = Some(Scheduler::new(&run_list, self.durations, self.options.dist));
-        self.costs = scheduler::expected_costs(&run_list, self.durations);
-        if self.options.verbose >= 0 {
-            let line = self.options.header.line(
-                run_list.len(),
-                self.out.deselected,
-                tm_message.as_deref(),
-            );
-            self.ui.line(&line);
-        }
-        if let Some(notice) = self.options.header.notice() {
-            self.ui.line(&notice);
-        }
-        self.out.scheduled_at = Some(Instant::now());
-        self.ui.start(run_list.len(), self.costs.iter().sum());
-        if let Some(path) = &self.options.collected_file {
-            let collected = serde_json::json!({"sync": self.out.sync, "run_list": run_list});
-            if let Err(err) = crate::atomic::write(path, collected.to_string().as_bytes()) {
-                self.out
-                    .warnings
-                    .push(format!("could not write {}: {err:#}", path.display()));
-            }
-        }
-        self.out.run_list = run_list;
-        if self.stopping {
-            if let Some(s) = self.scheduler.as_mut() {
-                s.cancel();
-            }
-        }
+    }
+
+    fn serve_all(&mut self) {
         for w in 0..self.slots.len() {
             self.serve(w);
         }
@@ -458,58 +326,53 @@ impl<'a> Supervisor<'a> {
             return;
         };
         // A worker that has ended takes nothing more, whatever it asked before.
-        if self.slots[w].shut || self.slots[w].exit.is_some() || self.slots[w].done {
+        if !self.slots[w].live() {
             return;
         }
+        let stopping = self.stopping();
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
         let run_list = &self.out.run_list;
-        if !self.stopping && self.slots[w].backlog.is_empty() {
+        if !stopping && self.ledger.backlog_empty(w) {
             let eligible = &self.slots[w].eligible;
             let unit = scheduler.next_for(w, |unit| match eligible {
                 None => true,
                 Some(set) => unit.tests.iter().all(|&i| set.contains(&run_list[i])),
             });
-            self.slots[w]
-                .backlog
-                .extend(unit.into_iter().flat_map(|u| u.tests));
+            if let Some(unit) = unit {
+                self.ledger.take(w, unit);
+            }
         }
-        let slot = &mut self.slots[w];
         // The worker holds `queued` tests and wants two: one running, one next.
-        let give = if self.stopping {
+        let give = if stopping {
             0
         } else {
-            slot.backlog.len().min(2usize.saturating_sub(queued).max(1))
+            2usize.saturating_sub(queued).max(1)
         };
-        let tests: Vec<usize> = slot.backlog.drain(..give).collect();
-        match tests.is_empty() {
-            false => {
-                let nodeids = tests.iter().map(|&i| run_list[i].clone()).collect();
-                slot.wants = None;
-                let was_idle = slot.assigned.is_empty();
-                slot.assigned.extend(tests);
-                slot.worker.send(&ToWorker::Run { nodeids });
-                if was_idle {
-                    self.show_running(w);
-                }
+        let was_idle = self.ledger.running(w).is_none();
+        let tests = self.ledger.hand_out(w, give);
+        let slot = &mut self.slots[w];
+        if !tests.is_empty() {
+            let nodeids = tests.iter().map(|&i| run_list[i].clone()).collect();
+            slot.wants = None;
+            slot.worker.send(&ToWorker::Run { nodeids });
+            if was_idle {
+                self.show_running(w);
             }
-            true if self.stopping => {
-                slot.wants = None;
-                slot.shut = true;
-                // After -x/--maxfail the test a worker holds as next does not start either.
-                let msg = if self.out.stopped_after.is_some() {
-                    ToWorker::Stop
-                } else {
-                    ToWorker::Shutdown
-                };
-                slot.worker.send(&msg);
-            }
-            true if queued > 0 => {
-                slot.wants = None;
-                slot.worker.send(&ToWorker::Later);
-            }
-            true => self.release_parked(),
+        } else if stopping {
+            // After -x/--maxfail the test a worker holds as next does not start either.
+            let msg = if self.out.stopped_after.is_some() {
+                ToWorker::Stop
+            } else {
+                ToWorker::Shutdown
+            };
+            slot.shut_down(msg);
+        } else if queued > 0 {
+            slot.wants = None;
+            slot.worker.send(&ToWorker::Later);
+        } else {
+            self.release_parked();
         }
     }
 
@@ -519,30 +382,29 @@ impl<'a> Supervisor<'a> {
         let Some(scheduler) = self.scheduler.as_ref() else {
             return;
         };
-        let busy = self
-            .slots
-            .iter()
-            .any(|s| !s.done && !s.shut && (!s.assigned.is_empty() || !s.backlog.is_empty()));
+        let busy = (0..self.slots.len()).any(|w| {
+            let slot = &self.slots[w];
+            matches!(slot.lifecycle, Lifecycle::Live | Lifecycle::Exited { .. })
+                && self.ledger.holds_work(w)
+        });
         if scheduler.units_left() > 0 || busy {
             return;
         }
         for slot in self
             .slots
             .iter_mut()
-            .filter(|s| s.wants == Some(0) && !s.shut)
+            .filter(|s| s.wants == Some(0) && s.live())
         {
-            slot.wants = None;
-            slot.shut = true;
-            slot.worker.send(&ToWorker::Shutdown);
+            slot.shut_down(ToWorker::Shutdown);
         }
     }
 
     /// The worker starts the first test it holds now: shown, and timed for --timeout.
     fn show_running(&mut self, w: usize) {
-        let front = self.slots[w].assigned.front().copied();
-        self.slots[w].running_since = front.map(|_| Instant::now());
-        if let Some(i) = front {
-            self.ui.started(w, &self.out.run_list[i]);
+        let running = self.ledger.running(w);
+        self.slots[w].running_since = running.map(|_| Instant::now());
+        if let Some(i) = running {
+            self.sink.test_started(w, &self.out.run_list[i]);
         }
     }
 
@@ -552,7 +414,7 @@ impl<'a> Supervisor<'a> {
         let Some(collected) = &self.slots[w].collected else {
             return;
         };
-        let name = &self.slots[w].worker.name;
+        let name = self.slots[w].worker.name();
         if let Some(warning) =
             collection_difference("the run", &self.out.run_list, name, &collected.nodeids)
         {
@@ -561,45 +423,19 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Kills a worker's process group on purpose; its exit is then reaped as a crash.
-    fn kill(&mut self, w: usize, why: Kill) {
-        let slot = &mut self.slots[w];
-        slot.killed.get_or_insert(why);
-        slot.worker.signal(Signal::SIGKILL);
-    }
-
     fn on_result(&mut self, w: usize, nodeid: String, reports: Vec<Report>, durable: bool) {
         let index = self.index.get(&nodeid).copied();
         if let Some(i) = index {
-            let slot = &mut self.slots[w];
-            slot.assigned.retain(|&a| a != i);
-            slot.reported.push(nodeid.clone());
-            if durable {
-                slot.provisional.clear();
-            } else {
-                slot.provisional.push(i);
-            }
+            self.ledger.reported(w, i, durable);
         }
-        let name = self.slots[w].worker.name.clone();
-        let mut failed = false;
-        for report in &reports {
-            if report.outcome == "failed" {
-                self.failures += 1;
-                failed = true;
-            }
-            if let Some(line) = live_line(&nodeid, report, &name, self.options.verbose) {
-                self.ui.line(&line);
-            }
-        }
-        let cost = index
-            .and_then(|i| self.costs.get(i))
-            .copied()
-            .unwrap_or(0.0);
-        self.ui.finished(w, &nodeid, cost, failed);
+        let failed = reports.iter().filter(|r| r.outcome.is_failed()).count();
+        self.failures += failed as u64;
+        let cost = index.map_or(0.0, |i| self.ledger.cost(i));
+        self.sink.test_finished(w, &nodeid, &reports, cost);
         self.show_running(w);
         let maxfail = self.options.maxfail;
-        if maxfail > 0 && self.failures >= maxfail && !self.stopping {
-            self.stopping = true;
+        if maxfail > 0 && self.failures >= maxfail && !self.stopping() {
+            self.course = Course::MaxFail;
             self.out.stopped_after = Some(maxfail);
             if let Some(s) = self.scheduler.as_mut() {
                 s.cancel();
@@ -610,42 +446,46 @@ impl<'a> Supervisor<'a> {
             worker: w,
             reports,
         });
-        if self.stopping {
-            for other in 0..self.slots.len() {
-                self.serve(other);
-            }
+        if self.stopping() {
+            self.serve_all();
         }
         self.release_parked();
     }
 
+    /// The first interrupt asks every worker to stop (SIGINT, as Ctrl-C would); another one
+    /// kills them, as does the end of the grace period.
     fn on_interrupt(&mut self) {
-        self.interrupts += 1;
-        if self.interrupts == 1 {
-            for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
-                if let Some(&i) = slot.assigned.front() {
-                    let nodeid = self.out.run_list[i].clone();
-                    self.out.cut_short.push((nodeid, slot.worker.name.clone()));
+        match self.course {
+            Course::Running | Course::MaxFail => {
+                for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.running()) {
+                    if let Some(i) = self.ledger.running(w) {
+                        self.out.cut_short.push(CutShort {
+                            nodeid: self.out.run_list[i].clone(),
+                            worker: slot.worker.name().to_string(),
+                        });
+                    }
                 }
+                self.course = Course::Interrupted {
+                    kill_at: Instant::now() + self.options.grace_period,
+                };
+                self.signal_running(Signal::SIGINT);
+            }
+            Course::Interrupted { .. } | Course::Killing => {
+                self.course = Course::Killing;
+                self.signal_running(Signal::SIGKILL);
             }
         }
         self.out.interrupted = true;
-        self.stopping = true;
         if let Some(s) = self.scheduler.as_mut() {
             s.cancel();
         }
-        let signal = if self.interrupts == 1 {
-            Signal::SIGINT
-        } else {
-            Signal::SIGKILL
-        };
-        let grace = self.options.grace_period;
-        self.kill_at.get_or_insert_with(|| Instant::now() + grace);
-        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
-            slot.worker.signal(signal);
-        }
         // Workers waiting for work (or its answer) get theirs: shutdown.
-        for w in 0..self.slots.len() {
-            self.serve(w);
+        self.serve_all();
+    }
+
+    fn signal_running(&self, signal: Signal) {
+        for slot in &self.slots {
+            slot.signal(signal);
         }
     }
 
@@ -653,9 +493,7 @@ impl<'a> Supervisor<'a> {
     /// group), then this process, as the default action would; on `fg` they go on, and the
     /// time stopped does not count against --timeout.
     fn suspend(&mut self) {
-        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
-            slot.worker.signal(Signal::SIGSTOP);
-        }
+        self.signal_running(Signal::SIGSTOP);
         let stopped = Instant::now();
         let _ = nix::sys::signal::raise(Signal::SIGSTOP);
         let away = stopped.elapsed();
@@ -664,83 +502,101 @@ impl<'a> Supervisor<'a> {
                 *at += away;
             }
         }
-        if let Some(at) = self.kill_at.as_mut() {
-            *at += away;
+        if let Course::Interrupted { kill_at } = &mut self.course {
+            *kill_at += away;
         }
-        self.resume();
+        self.signal_running(Signal::SIGCONT);
     }
 
-    fn resume(&mut self) {
-        for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
-            slot.worker.signal(Signal::SIGCONT);
-        }
-    }
-
-    /// Reaps ended workers; a worker that ended without finishing its session crashed.
+    /// Kills what must die (past the grace period, past --timeout), then reaps ended
+    /// workers; a worker that ended without finishing its session crashed.
     fn reap(&mut self) {
-        if self.kill_at.is_some_and(|at| Instant::now() >= at) {
-            for slot in self.slots.iter().filter(|s| s.exit.is_none()) {
-                slot.worker.signal(Signal::SIGKILL);
+        if let Course::Interrupted { kill_at } = self.course {
+            if Instant::now() >= kill_at {
+                self.course = Course::Killing;
             }
         }
+        if self.course == Course::Killing {
+            self.signal_running(Signal::SIGKILL);
+        }
         if let Some(timeout) = self.options.timeout {
-            for w in 0..self.slots.len() {
-                let slot = &self.slots[w];
-                let overdue = slot.running_since.is_some_and(|at| at.elapsed() > timeout);
-                if overdue && slot.exit.is_none() && slot.killed.is_none() && !slot.done {
-                    self.kill(w, Kill::Timeout);
-                }
+            for slot in self.slots.iter_mut().filter(|s| s.overdue(timeout)) {
+                slot.kill(Kill::Timeout);
             }
         }
         for w in 0..self.slots.len() {
-            let slot = &mut self.slots[w];
-            if slot.done {
-                continue;
-            }
-            if slot.exit.is_none() {
-                slot.exit = slot.worker.try_exit().map(|e| (e, Instant::now()));
-            }
-            let Some((exit, at)) = slot.exit else {
+            self.slots[w].poll_exit();
+            let Some(exit) = self.slots[w].reapable() else {
                 continue;
             };
-            if !slot.closed && at.elapsed() < LINGER {
-                continue;
-            }
-            slot.done = true;
-            if slot.finished.is_none() {
-                self.on_crash(w, exit);
-            } else if slot.finished == Some(i32::from(crate::exit::INTERNAL_ERROR)) {
-                self.requeue_held(w);
+            self.slots[w].lifecycle = Lifecycle::Reaped;
+            match self.slots[w].finished {
+                None => self.on_crash(w, exit),
+                Some(status) if status == i32::from(exit::INTERNAL_ERROR) => self.give_back(w),
+                Some(_) => {}
             }
             self.maybe_start_schedule();
             self.release_parked();
         }
     }
 
+    /// A worker ended without finishing its session (a crash, or killed by us): the test it
+    /// ran gets an error report, its records lost with it run again, the rest goes back to
+    /// the queue, and a new worker takes its place.
     fn on_crash(&mut self, w: usize, exit: Exit) {
+        let loss = self.ledger.lose(w);
         let slot = &mut self.slots[w];
-        let name = slot.worker.name.clone();
-        let killed = slot.killed;
-        let mut assigned: Vec<usize> = slot.assigned.drain(..).collect();
-        let backlog: Vec<usize> = slot.backlog.drain(..).collect();
         slot.wants = None;
-        let lost: Vec<usize> = slot.provisional.drain(..).collect();
-        let reported = std::mem::take(&mut slot.reported);
         slot.running_since = None;
         if self.out.interrupted {
-            self.out.cache_orphans.extend(reported);
-            return; // killed on purpose; what it finished is kept
+            // Killed on purpose; what it finished is kept.
+            let reported = loss.rerun.iter().chain(&loss.orphaned);
+            let names: Vec<String> = reported.map(|&i| self.out.run_list[i].clone()).collect();
+            self.out.cache_orphans.extend(names);
+            return;
         }
+        let name = slot.worker.name().to_string();
+        let killed = slot.killed;
+        let collected = slot.collected.is_some();
         let output = slot.worker.last_output(20);
-        let running = if assigned.is_empty() {
-            None
-        } else {
-            Some(assigned.remove(0))
-        };
-        assigned.extend(backlog);
+        self.note_crash(&name, exit, killed, collected, loss.running);
+        match loss.running {
+            Some(i) => self.lost_test(w, i, exit, killed, &output),
+            None if !output.is_empty() => self
+                .out
+                .warnings
+                .push(format!("last output of worker {name}:\n{output}")),
+            None => {}
+        }
+        let orphans: Vec<String> = loss
+            .orphaned
+            .iter()
+            .map(|&i| self.out.run_list[i].clone())
+            .collect();
+        self.out.cache_orphans.extend(orphans);
+        if !loss.rerun.is_empty() {
+            self.run_again(w, &loss.rerun);
+        }
+        if let (Some(scheduler), Some(unit)) = (self.scheduler.as_mut(), loss.requeue) {
+            scheduler.requeue(unit);
+        }
+        self.maybe_replace(w, killed);
+        self.serve_all();
+    }
+
+    /// The one line that says how a worker was lost: a problem before it collected, a crash
+    /// after (a worker refused for its protocol has its problem already).
+    fn note_crash(
+        &mut self,
+        name: &str,
+        exit: Exit,
+        killed: Option<Kill>,
+        collected: bool,
+        running: Option<usize>,
+    ) {
         let what = match running {
             Some(i) => format!("while running {}", self.out.run_list[i]),
-            None if slot.collected.is_none() => "before it finished collecting".to_string(),
+            None if !collected => "before it finished collecting".to_string(),
             None => "between tests".to_string(),
         };
         let cause = match (killed, self.options.timeout) {
@@ -752,114 +608,74 @@ impl<'a> Supervisor<'a> {
         let message = format!("worker {name} {cause} {what}");
         if killed == Some(Kill::Refused) {
             // Its problem already says why it was killed.
-        } else if slot.collected.is_none() {
+        } else if !collected {
             self.out.problems.push(message);
         } else {
             self.out.crashes.push(message);
         }
-        if let Some(i) = running {
-            let nodeid = self.out.run_list[i].clone();
-            self.out.crashed.push(nodeid.clone());
-            let report = match (killed, self.options.timeout) {
-                (Some(Kill::Timeout), Some(t)) => crash_report::timeout(&nodeid, &name, t, &output),
-                (Some(Kill::Refused), _) => crash_report::refused(&nodeid, &name, &output),
-                _ => crash_report::crash(&nodeid, &name, exit, &output),
-            };
-            let line = format!(
-                "{} [{name}]",
-                report.summary_line.as_deref().unwrap_or(&nodeid)
-            );
-            self.out.results.push(TestResult {
-                nodeid: nodeid.clone(),
-                worker: w,
-                reports: vec![report],
-            });
-            self.ui.line(&line);
-            let cost = self.costs.get(i).copied().unwrap_or(0.0);
-            self.ui.finished(w, &nodeid, cost, true);
-        } else if !output.is_empty() {
-            self.out
-                .warnings
-                .push(format!("last output of worker {name}:\n{output}"));
-        }
-        // Tests it reported but whose fingerprints died with it run again; for the others,
-        // its share of pytest's cache is made from their reports.
-        let names: HashSet<&str> = lost
+    }
+
+    /// The test a worker died under: an error report naming the cause.
+    fn lost_test(&mut self, w: usize, i: usize, exit: Exit, killed: Option<Kill>, output: &str) {
+        let nodeid = self.out.run_list[i].clone();
+        let name = self.slots[w].worker.name();
+        let report = match (killed, self.options.timeout) {
+            (Some(Kill::Timeout), Some(t)) => crash_report::timeout(&nodeid, name, t, output),
+            (Some(Kill::Refused), _) => crash_report::refused(&nodeid, name, output),
+            _ => crash_report::crash(&nodeid, name, exit, output),
+        };
+        self.out.crashed.push(nodeid.clone());
+        self.sink
+            .test_lost(w, &nodeid, &report, self.ledger.cost(i));
+        self.out.results.push(TestResult {
+            nodeid,
+            worker: w,
+            reports: vec![report],
+        });
+    }
+
+    /// Tests a lost worker had reported but whose records died with it: their results are
+    /// dropped, and they run again.
+    fn run_again(&mut self, w: usize, rerun: &[usize]) {
+        let names: HashSet<&str> = rerun
             .iter()
             .map(|&i| self.out.run_list[i].as_str())
             .collect();
-        self.out.cache_orphans.extend(
-            reported
-                .into_iter()
-                .filter(|nodeid| !names.contains(nodeid.as_str())),
-        );
-        if !lost.is_empty() {
-            self.out
-                .results
-                .retain(|r| r.worker != w || !names.contains(r.nodeid.as_str()));
-            self.out
-                .sections
-                .retain(|(nodeid, _, _)| !names.contains(nodeid.as_str()));
-            let cost = lost.iter().filter_map(|&i| self.costs.get(i)).sum();
-            self.ui.run_again(lost.len(), cost);
-            self.ui.line(&format!(
-                "testmon-run: {} test(s) reported by worker {name} run again: their records were lost with it",
-                lost.len()
-            ));
-            self.out.rerun.extend(names.iter().map(|n| n.to_string()));
-            assigned.splice(0..0, lost);
-        }
-        if let Some(scheduler) = self.scheduler.as_mut() {
-            let cost = assigned
-                .iter()
-                .map(|&i| {
-                    self.durations
-                        .get(&self.out.run_list[i])
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-                .sum();
-            if !assigned.is_empty() {
-                scheduler.requeue(Unit {
-                    tests: assigned,
-                    cost,
-                });
-            }
-        }
-        self.maybe_replace(w, killed);
-        for other in 0..self.slots.len() {
-            self.serve(other);
-        }
+        self.out
+            .results
+            .retain(|r| r.worker != w || !names.contains(r.nodeid.as_str()));
+        self.out
+            .sections
+            .retain(|s| !names.contains(s.nodeid.as_str()));
+        self.sink
+            .run_again(w, rerun.len(), self.ledger.cost_of(rerun));
     }
 
     /// A worker whose pytest ended with an internal error, holding tests it never started:
     /// they go back to the queue, to a worker that takes its place.
-    fn requeue_held(&mut self, w: usize) {
-        let held: Vec<usize> = self.slots[w].assigned.drain(..).collect();
-        if held.is_empty() || self.stopping || self.out.interrupted {
+    fn give_back(&mut self, w: usize) {
+        let held = self.ledger.give_back(w);
+        let Some(unit) = held.filter(|_| !self.stopping()) else {
             return;
-        }
+        };
         if let Some(scheduler) = self.scheduler.as_mut() {
-            let cost = held.iter().filter_map(|&i| self.costs.get(i)).sum();
-            scheduler.requeue(Unit { tests: held, cost });
+            scheduler.requeue(unit);
         }
         self.maybe_replace(w, None);
-        for other in 0..self.slots.len() {
-            self.serve(other);
-        }
+        self.serve_all();
     }
 
     /// Starts a worker in place of the one that died, while work is left and restarts are.
     fn maybe_replace(&mut self, w: usize, killed: Option<Kill>) {
         let work_left = self.scheduler.as_ref().is_some_and(|s| s.units_left() > 0);
-        if self.stopping || killed == Some(Kill::Refused) || !work_left {
+        if self.stopping() || killed == Some(Kill::Refused) || !work_left {
             return;
         }
-        let name = self.slots[w].worker.name.clone();
-        if self.out.restarts >= self.options.max_worker_restart {
+        let name = self.slots[w].worker.name().to_string();
+        let max = self.options.max_worker_restart;
+        if self.out.restarts >= max {
             self.out.warnings.push(format!(
-                "worker {name} not replaced: --max-worker-restart {} reached",
-                self.options.max_worker_restart
+                "worker {name} not replaced: --max-worker-restart {max} reached"
             ));
             return;
         }
@@ -867,13 +683,10 @@ impl<'a> Supervisor<'a> {
         match (self.spawn)(w, generation) {
             Ok(worker) => {
                 self.out.restarts += 1;
-                self.out.stems.push(worker.stem.clone());
+                self.out.stems.push(worker.stem().to_string());
                 // The old slot's worker is dropped: its process group killed.
                 self.slots[w] = Slot::new(worker, generation);
-                self.ui.line(&format!(
-                    "testmon-run: replacing worker {name} ({} of at most {} restarts)",
-                    self.out.restarts, self.options.max_worker_restart
-                ));
+                self.sink.worker_replaced(w, self.out.restarts, max);
             }
             Err(err) => self
                 .out
@@ -881,41 +694,6 @@ impl<'a> Supervisor<'a> {
                 .push(format!("replacing worker {name}: {err:#}")),
         }
     }
-}
-
-/// The line shown as a test's report comes in: with `-v` one per report pytest names
-/// (`PASSED tests/x.py::t [gw1]`); otherwise failures only, in their short form.
-pub(crate) fn live_line(
-    nodeid: &str,
-    report: &Report,
-    worker: &str,
-    verbose: i64,
-) -> Option<String> {
-    if verbose >= 1 {
-        if report.word.is_empty() {
-            return None;
-        }
-        return Some(format!("{} {nodeid} [{worker}]", report.word));
-    }
-    let failed = report.outcome == "failed";
-    if !failed || verbose < -1 {
-        return None;
-    }
-    // Its first line: pytest does not shorten the message when $CI is set.
-    let line = report
-        .summary_line
-        .as_deref()
-        .and_then(|l| l.lines().next())
-        .map(str::to_string);
-    let line = line.unwrap_or_else(|| {
-        let word = if report.category == "error" {
-            "ERROR"
-        } else {
-            "FAILED"
-        };
-        format!("{word} {nodeid}")
-    });
-    Some(format!("{line} [{worker}]"))
 }
 
 /// A warning naming the first differences between two workers' collections; None when they
@@ -955,39 +733,4 @@ pub(crate) fn collection_difference(
         "; running {a}'s list, each test on a worker that collected it"
     ));
     Some(msg)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn live_lines_for_v_and_for_failures() {
-        let mut report = crash_report::crash("t.py::x", "gw1", Exit::Signal(9), "");
-        report.summary_line = Some("FAILED t.py::x - assert 4 == 5\n +  where 4 = f()".into());
-        assert_eq!(
-            live_line("t.py::x", &report, "gw1", 0).as_deref(),
-            Some("FAILED t.py::x - assert 4 == 5 [gw1]")
-        );
-        assert_eq!(live_line("t.py::x", &report, "gw1", -2), None);
-        assert_eq!(
-            live_line("t.py::x", &report, "gw1", 1).as_deref(),
-            Some("ERROR t.py::x [gw1]")
-        );
-        report.outcome = "passed".into();
-        report.word = String::new();
-        assert_eq!(live_line("t.py::x", &report, "gw1", 0), None);
-        assert_eq!(live_line("t.py::x", &report, "gw1", 1), None);
-    }
-
-    #[test]
-    fn collection_difference_names_tests() {
-        let a: Vec<String> = ["t.py::a", "t.py::b", "t.py::c"].map(String::from).to_vec();
-        let b: Vec<String> = ["t.py::a", "t.py::x"].map(String::from).to_vec();
-        let msg = collection_difference("gw0", &a, "gw1", &b).unwrap();
-        assert!(msg.contains("only gw0: t.py::b, t.py::c"), "{msg}");
-        assert!(msg.contains("only gw1: t.py::x"), "{msg}");
-        let reordered: Vec<String> = a.iter().rev().cloned().collect();
-        assert_eq!(collection_difference("gw0", &a, "gw1", &reordered), None);
-    }
 }

@@ -19,6 +19,7 @@ use crate::pycommand;
 use crate::run::events::Event;
 use crate::run::protocol::{self, ToWorker};
 use crate::run::rundir::WORKER_MODULE;
+use crate::run::slot::WorkerHandle;
 
 /// What one worker needs to start.
 pub(crate) struct Spec<'a> {
@@ -79,12 +80,12 @@ impl Exit {
 
 /// A running worker: its process group, its end of the socket, its log.
 pub(crate) struct Worker {
-    pub(crate) name: String,
-    pub(crate) stem: String,
+    name: String,
+    stem: String,
     child: Child,
     writer: UnixStream,
-    pub(crate) log: PathBuf,
-    pub(crate) err_log: PathBuf,
+    log: PathBuf,
+    err_log: PathBuf,
 }
 
 pub(crate) fn name(index: usize) -> String {
@@ -196,19 +197,26 @@ impl Worker {
             err_log: spec.err_log.clone(),
         })
     }
+}
 
-    /// Sends one message; a worker that is gone is not an error here (its exit is).
-    pub(crate) fn send(&mut self, msg: &ToWorker) {
+impl WorkerHandle for Worker {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    fn send(&mut self, msg: &ToWorker) {
         let _ = self.writer.write_all(protocol::encode(msg).as_bytes());
     }
 
-    /// Sends a signal to the worker's whole process group.
-    pub(crate) fn signal(&self, signal: Signal) {
+    fn signal(&self, signal: Signal) {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), signal);
     }
 
-    /// The exit, if the process has ended (reaped now).
-    pub(crate) fn try_exit(&mut self) -> Option<Exit> {
+    fn try_exit(&mut self) -> Option<Exit> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(Exit::from_status(status)),
             Ok(None) => None,
@@ -216,8 +224,7 @@ impl Worker {
         }
     }
 
-    /// The last lines the worker printed on stdout and stderr, for crash reports.
-    pub(crate) fn last_output(&self, lines: usize) -> String {
+    fn last_output(&self, lines: usize) -> String {
         [&self.log, &self.err_log]
             .iter()
             .map(|path| tail(path, lines))

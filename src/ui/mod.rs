@@ -11,6 +11,7 @@
 //! `testmon-run: [12/53] 2 failed, 3.1s elapsed, ETA 4s` at most every 5 seconds.
 //! Silent mode prints only the text of [`Ui::line`].
 
+pub(crate) mod display;
 pub(crate) mod format;
 pub mod terminal;
 

@@ -1,0 +1,154 @@
+//! The launch phase: N workers started with everything they need, then supervised until
+//! every one has ended; the live display and the collection file see the run's events.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::app::prepare::Ready;
+use crate::atomic;
+use crate::cli::Config;
+use crate::probe::Facts;
+use crate::report::header::Header;
+use crate::run::events::Event;
+use crate::run::outcome::RunOutcome;
+use crate::run::rundir::RunDir;
+use crate::run::sink::{Scheduled, Sink, Tee};
+use crate::run::supervisor::{Options, Supervisor};
+use crate::run::worker::{self, Worker};
+use crate::ui::display::Display;
+use crate::ui::{self, terminal};
+
+/// What the supervised run left.
+pub(crate) struct Launched {
+    pub(crate) outcome: RunOutcome,
+    /// The workers' names, by index.
+    pub(crate) names: Vec<String>,
+    /// When the first worker was started.
+    pub(crate) spawned: Instant,
+    /// Terminal facts the workers and the display used.
+    pub(crate) width: usize,
+    pub(crate) color: bool,
+}
+
+/// Starts the workers and supervises them until every one has ended and been reaped.
+pub(crate) fn launch(
+    config: &Config,
+    facts: &Facts,
+    ready: &Ready,
+    run_dir: &RunDir,
+    datafile: Option<PathBuf>,
+    events: (Sender<Event>, Receiver<Event>),
+) -> Result<Launched> {
+    let (events_tx, events_rx) = events;
+    let width = terminal::width();
+    let color = terminal::color(&facts.color);
+    let testrun_uid = testrun_uid();
+    let spawned = Instant::now();
+    let worker_datafile = ready.testmon.map(|tm| tm.datafile.clone()).or(datafile);
+    let python_path = run_dir.python_path();
+    let spawn = |index: usize, generation: u32| {
+        let stem = worker::stem(index, generation);
+        let spec = worker::Spec {
+            index,
+            count: config.workers,
+            command: &config.command,
+            python_path: &python_path,
+            run_dir: run_dir.path(),
+            lock_fd: run_dir.lock_fd(),
+            datafile: worker_datafile.as_deref(),
+            exec_id: ready.prepared.as_ref().map(|p| p.env.id),
+            testrun_uid: &testrun_uid,
+            log: run_dir.log(&stem),
+            err_log: run_dir.err_log(&stem),
+            spool: run_dir.spool(&stem),
+            junit: run_dir.junit(&stem),
+            stem,
+            color,
+            columns: width,
+            stream: facts.stream,
+        };
+        Worker::spawn(&spec, events_tx.clone())
+    };
+    let workers = (0..config.workers)
+        .map(|index| spawn(index, 0))
+        .collect::<Result<Vec<Worker>>>()?;
+    let names: Vec<String> = (0..config.workers).map(worker::name).collect();
+    let no_durations = Default::default();
+    let durations = ready
+        .prepared
+        .as_ref()
+        .map_or(&no_durations, |p| &p.durations);
+    let options = Options {
+        dist: config.dist,
+        maxfail: facts.stop_after(),
+        timeout: config.timeout,
+        grace_period: config.grace_period,
+        max_worker_restart: config.max_worker_restart,
+    };
+    let ui = ui::Ui::new(
+        ui::choose_mode(config.progress, facts.verbose < -1),
+        width,
+        names.clone(),
+    );
+    let header = Header::new(config.workers, facts, ready.prepared.as_ref());
+    let display = Display::new(ui, names.clone(), facts.verbose, header);
+    let mut sink = Tee(display, CollectedFile::new(run_dir.collected_path()));
+    let mut outcome = Supervisor::new(
+        workers,
+        Box::new(spawn),
+        events_rx,
+        durations,
+        options,
+        &mut sink,
+    )
+    .run();
+    outcome.warnings.extend(sink.1.error);
+    Ok(Launched {
+        outcome,
+        names,
+        spawned,
+        width,
+        color,
+    })
+}
+
+/// Writes the run's collection into the run directory as soon as it is known, for the
+/// recovery of a run killed before its end (record::recover).
+struct CollectedFile {
+    path: PathBuf,
+    /// Why it could not be written.
+    error: Option<String>,
+}
+
+impl CollectedFile {
+    fn new(path: PathBuf) -> CollectedFile {
+        CollectedFile { path, error: None }
+    }
+}
+
+impl Sink for CollectedFile {
+    fn scheduled(&mut self, run: &Scheduled) {
+        let collected = serde_json::json!({"sync": run.sync, "run_list": run.run_list});
+        if let Err(err) = atomic::write(&self.path, collected.to_string().as_bytes()) {
+            self.error = Some(format!("could not write {}: {err:#}", self.path.display()));
+        }
+    }
+}
+
+/// One id per run, as xdist's PYTEST_XDIST_TESTRUNUID (32 hex digits).
+fn testrun_uid() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
