@@ -734,3 +734,670 @@ pub(crate) fn collection_difference(
     ));
     Some(msg)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor's crash, timeout, interrupt and replacement logic with fake workers and
+    //! a recording sink: events go in through `handle`, time passes through `reap`; no
+    //! process is started.
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// What a fake worker was sent and signalled, and how its process ends.
+    #[derive(Default)]
+    struct FakeState {
+        sent: Vec<ToWorker>,
+        signals: Vec<Signal>,
+        exit: Option<Exit>,
+    }
+
+    type Shared = Rc<RefCell<FakeState>>;
+
+    struct Fake {
+        name: String,
+        stem: String,
+        state: Shared,
+    }
+
+    impl WorkerHandle for Fake {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn stem(&self) -> &str {
+            &self.stem
+        }
+        fn send(&mut self, msg: &ToWorker) {
+            self.state.borrow_mut().sent.push(msg.clone());
+        }
+        fn signal(&self, signal: Signal) {
+            let mut state = self.state.borrow_mut();
+            state.signals.push(signal);
+            // SIGKILL ends a process group at once.
+            if signal == Signal::SIGKILL && state.exit.is_none() {
+                state.exit = Some(Exit::Signal(9));
+            }
+        }
+        fn try_exit(&mut self) -> Option<Exit> {
+            self.state.borrow().exit
+        }
+        fn last_output(&self, _lines: usize) -> String {
+            format!("last words of {}", self.stem)
+        }
+    }
+
+    /// The sink's events as short lines.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl Sink for Recorder {
+        fn scheduled(&mut self, run: &Scheduled) {
+            self.0.push(format!("scheduled {}", run.run_list.len()));
+        }
+        fn test_started(&mut self, worker: usize, nodeid: &str) {
+            self.0.push(format!("started {worker} {nodeid}"));
+        }
+        fn test_finished(&mut self, worker: usize, nodeid: &str, _: &[Report], _: f64) {
+            self.0.push(format!("finished {worker} {nodeid}"));
+        }
+        fn test_lost(&mut self, worker: usize, nodeid: &str, report: &Report, _: f64) {
+            let message = report.message.clone().unwrap_or_default();
+            self.0.push(format!("lost {worker} {nodeid}: {message}"));
+        }
+        fn run_again(&mut self, worker: usize, count: usize, _: f64) {
+            self.0.push(format!("run again {worker} {count}"));
+        }
+        fn worker_replaced(&mut self, worker: usize, restarts: u32, max: u32) {
+            self.0.push(format!("replaced {worker} {restarts}/{max}"));
+        }
+    }
+
+    const TESTS: [&str; 4] = ["t.py::a", "t.py::b", "u.py::c", "u.py::d"];
+
+    /// Every fake worker started, the replacements included, by stem.
+    type Started = Rc<RefCell<Vec<(String, Shared)>>>;
+
+    struct Harness {
+        started: Started,
+        durations: HashMap<String, f64>,
+        recorder: Recorder,
+        _events: mpsc::Sender<Event>,
+        receiver: Option<mpsc::Receiver<Event>>,
+    }
+
+    fn fake(index: usize, generation: u32, started: &Started) -> Fake {
+        let stem = crate::run::worker::stem(index, generation);
+        let state = Shared::default();
+        started.borrow_mut().push((stem.clone(), state.clone()));
+        Fake {
+            name: crate::run::worker::name(index),
+            stem,
+            state,
+        }
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let (tx, rx) = mpsc::channel();
+            Harness {
+                started: Started::default(),
+                durations: HashMap::new(),
+                recorder: Recorder::default(),
+                _events: tx,
+                receiver: Some(rx),
+            }
+        }
+
+        /// A supervisor of `workers` fakes; replacements are fakes too.
+        fn supervisor(
+            &mut self,
+            workers: usize,
+            options: Options,
+        ) -> Supervisor<'_, Fake, Recorder> {
+            let fakes = (0..workers).map(|i| fake(i, 0, &self.started)).collect();
+            let started = self.started.clone();
+            let spawn: Spawn<Fake> =
+                Box::new(move |i, generation| Ok(fake(i, generation, &started)));
+            let events = self.receiver.take().expect("one supervisor per harness");
+            Supervisor::new(
+                fakes,
+                spawn,
+                events,
+                &self.durations,
+                options,
+                &mut self.recorder,
+            )
+        }
+    }
+
+    fn options() -> Options {
+        Options {
+            dist: Dist::Load,
+            maxfail: 0,
+            timeout: None,
+            grace_period: Duration::from_secs(600),
+            max_worker_restart: 4,
+        }
+    }
+
+    fn state(started: &Started, stem: &str) -> Shared {
+        let started = started.borrow();
+        let found = started.iter().find(|(s, _)| s == stem);
+        found
+            .map(|(_, state)| state.clone())
+            .expect("a worker of that stem")
+    }
+
+    /// The node ids a worker was told to run, in order.
+    fn runs(state: &Shared) -> Vec<String> {
+        state
+            .borrow()
+            .sent
+            .iter()
+            .flat_map(|m| match m {
+                ToWorker::Run { nodeids } => nodeids.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn last_sent(state: &Shared) -> Option<ToWorker> {
+        state.borrow().sent.last().cloned()
+    }
+
+    fn msg(worker: usize, json: serde_json::Value) -> Event {
+        let msg = protocol::parse(&json.to_string()).expect("a message of the protocol");
+        Event::Message { worker, msg }
+    }
+
+    fn collected(worker: usize, nodeids: &[&str]) -> Event {
+        msg(
+            worker,
+            serde_json::json!({"t": "collected", "nodeids": nodeids, "deselected": 0,
+                               "sync": nodeids, "collect_errors": []}),
+        )
+    }
+
+    fn want(worker: usize, queued: usize) -> Event {
+        msg(worker, serde_json::json!({"t": "want", "queued": queued}))
+    }
+
+    fn result(worker: usize, nodeid: &str, outcome: &str, durable: bool) -> Event {
+        let report = serde_json::json!({"when": "call", "outcome": outcome, "category": outcome,
+                                        "duration": 0.1, "head_line": nodeid});
+        msg(
+            worker,
+            serde_json::json!({"t": "result", "nodeid": nodeid, "reports": [report],
+                               "durable": durable}),
+        )
+    }
+
+    fn finished(worker: usize, exitstatus: i32) -> Event {
+        msg(
+            worker,
+            serde_json::json!({"t": "finished", "exitstatus": exitstatus, "shouldfail": false,
+                               "shouldstop": false}),
+        )
+    }
+
+    /// Every worker collects TESTS and asks for work.
+    fn start(sup: &mut Supervisor<'_, Fake, Recorder>, workers: usize) {
+        for w in 0..workers {
+            sup.handle(collected(w, &TESTS));
+        }
+        for w in 0..workers {
+            sup.handle(want(w, 0));
+        }
+    }
+
+    /// Worker `w`'s process ends (its socket closed), and the supervisor reaps it.
+    fn dies(sup: &mut Supervisor<'_, Fake, Recorder>, state: &Shared, w: usize, exit: Exit) {
+        state.borrow_mut().exit = Some(exit);
+        sup.handle(Event::Closed { worker: w });
+        sup.reap();
+    }
+
+    /// The workers that are alive (the latest incarnation of each index) run what they are
+    /// given, a test per step, asking for more; told to shut down, they finish and exit.
+    /// Steps until nothing moves. `fails`: these tests fail.
+    fn play(sup: &mut Supervisor<'_, Fake, Recorder>, started: &Started, fails: &[&str]) {
+        let mut done: HashMap<String, usize> = HashMap::new();
+        for _ in 0..1000 {
+            sup.reap();
+            let mut moved = false;
+            let current: Vec<(usize, String, Shared)> = {
+                let all = started.borrow();
+                let mut latest: Vec<Option<(String, Shared)>> = Vec::new();
+                for (stem, state) in all.iter() {
+                    let index: usize = stem[2..].split('.').next().unwrap().parse().unwrap();
+                    if latest.len() <= index {
+                        latest.resize(index + 1, None);
+                    }
+                    latest[index] = Some((stem.clone(), state.clone()));
+                }
+                latest
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.map(|(stem, state)| (i, stem, state)))
+                    .collect()
+            };
+            for (w, stem, state) in current {
+                if state.borrow().exit.is_some() {
+                    continue;
+                }
+                let ran = runs(&state);
+                let n = done.entry(stem).or_default();
+                let told_to_end = matches!(
+                    last_sent(&state),
+                    Some(ToWorker::Shutdown) | Some(ToWorker::Stop)
+                );
+                if *n < ran.len() && !told_to_end {
+                    let outcome = if fails.contains(&ran[*n].as_str()) {
+                        "failed"
+                    } else {
+                        "passed"
+                    };
+                    sup.handle(result(w, &ran[*n], outcome, true));
+                    *n += 1;
+                    sup.handle(want(w, ran.len() - *n));
+                    moved = true;
+                } else if told_to_end {
+                    sup.handle(finished(w, 0));
+                    dies(sup, &state, w, Exit::Code(0));
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the run did not settle");
+    }
+
+    #[test]
+    fn a_crash_while_running_reports_an_error_and_requeues_the_rest() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let by_file = Options {
+            dist: Dist::Loadfile,
+            ..options()
+        };
+        let mut sup = h.supervisor(2, by_file);
+        start(&mut sup, 2);
+        let gw0 = state(&started, "gw0");
+        // A file's two tests: one running, one held as next.
+        let held = runs(&gw0);
+        assert_eq!(held.len(), 2, "{held:?}");
+        let first = held[0].clone();
+        dies(&mut sup, &gw0, 0, Exit::Signal(11));
+        // A replacement takes gw0's place and collects.
+        let gw0_1 = state(&started, "gw0.1");
+        sup.handle(collected(0, &TESTS));
+        sup.handle(want(0, 0));
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert_eq!(out.crashed, std::slice::from_ref(&first));
+        assert_eq!(out.crashes.len(), 1, "{:?}", out.crashes);
+        assert!(out.crashes[0].contains("crashed (killed by SIGSEGV) while running"));
+        let errors: Vec<&TestResult> = out.results.iter().filter(|r| r.failed()).collect();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].nodeid, first);
+        assert!(errors[0].reports[0]
+            .text
+            .as_deref()
+            .unwrap()
+            .contains("last words of gw0"));
+        // Every test has exactly one result; the crashed one is not run again.
+        let mut ran: Vec<&str> = out.results.iter().map(|r| r.nodeid.as_str()).collect();
+        ran.sort_unstable();
+        assert_eq!(ran, TESTS);
+        let elsewhere = [runs(&gw0_1), runs(&state(&started, "gw1"))].concat();
+        assert!(
+            !elsewhere.contains(&first),
+            "{first} ran again: {elsewhere:?}"
+        );
+        assert!(elsewhere.contains(&held[1]), "{} was not requeued", held[1]);
+        assert_eq!(out.restarts, 1);
+        assert_eq!(out.stems, ["gw0", "gw1", "gw0.1"]);
+        assert!(out.not_run.is_empty());
+        assert_eq!(out.exit_code(), exit::TESTS_FAILED);
+        assert!(h
+            .recorder
+            .0
+            .iter()
+            .any(|e| e.starts_with(&format!("lost 0 {first}: worker 'gw0' crashed"))));
+        assert!(h.recorder.0.contains(&"replaced 0 1/4".to_string()));
+    }
+
+    fn by_file() -> Options {
+        Options {
+            dist: Dist::Loadfile,
+            ..options()
+        }
+    }
+
+    #[test]
+    fn a_crash_after_a_result_not_yet_durable_runs_that_test_again() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, by_file());
+        start(&mut sup, 2);
+        let gw0 = state(&started, "gw0");
+        let held = runs(&gw0);
+        // The first test's records are not in the spool yet when the worker dies.
+        sup.handle(result(0, &held[0], "passed", false));
+        sup.handle(want(0, 1));
+        dies(&mut sup, &gw0, 0, Exit::Code(1));
+        sup.handle(collected(0, &TESTS));
+        sup.handle(want(0, 0));
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        let rerun = [
+            runs(&state(&started, "gw0.1")),
+            runs(&state(&started, "gw1")),
+        ]
+        .concat();
+        assert!(
+            rerun.contains(&held[0]),
+            "{} not run again: {rerun:?}",
+            held[0]
+        );
+        let results: Vec<&str> = out.results.iter().map(|r| r.nodeid.as_str()).collect();
+        assert_eq!(
+            results.iter().filter(|n| **n == held[0]).count(),
+            1,
+            "{results:?}"
+        );
+        assert_eq!(out.crashed, [held[1].clone()]);
+        assert!(
+            h.recorder.0.contains(&"run again 0 1".to_string()),
+            "{:?}",
+            h.recorder.0
+        );
+        assert!(!out.cache_orphans.contains(&held[0]));
+    }
+
+    #[test]
+    fn maxfail_stops_every_worker_and_interrupt_shuts_them_down() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let options = Options {
+            maxfail: 1,
+            ..by_file()
+        };
+        let mut sup = h.supervisor(2, options);
+        start(&mut sup, 2);
+        let (gw0, gw1) = (state(&started, "gw0"), state(&started, "gw1"));
+        let failing = runs(&gw0)[0].clone();
+        sup.handle(result(0, &failing, "failed", true));
+        // gw0 holds its next test: it asks with one queued and is told to stop.
+        sup.handle(want(0, 1));
+        assert_eq!(last_sent(&gw0), Some(ToWorker::Stop));
+        // gw1 finishes the test it runs; the one it holds as next never starts.
+        let [running, next] = <[String; 2]>::try_from(runs(&gw1)).unwrap();
+        sup.handle(result(1, &running, "passed", true));
+        sup.handle(want(1, 1));
+        assert_eq!(last_sent(&gw1), Some(ToWorker::Stop));
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert_eq!(out.stopped_after, Some(1));
+        assert!(
+            !out.results.iter().any(|r| r.nodeid == next),
+            "{next} started"
+        );
+        assert!(
+            out.not_run.is_empty(),
+            "-x is not a crash: {:?}",
+            out.not_run
+        );
+        assert_eq!(out.exit_code(), exit::TESTS_FAILED);
+
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, by_file());
+        start(&mut sup, 2);
+        sup.handle(Event::Signal(SignalEvent::Interrupt));
+        sup.handle(want(1, 1));
+        assert_eq!(last_sent(&state(&started, "gw1")), Some(ToWorker::Shutdown));
+    }
+
+    #[test]
+    fn the_first_interrupt_asks_workers_to_stop_the_second_kills_them() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        start(&mut sup, 2);
+        let (gw0, gw1) = (state(&started, "gw0"), state(&started, "gw1"));
+        let running = [runs(&gw0)[0].clone(), runs(&gw1)[0].clone()];
+        sup.handle(Event::Signal(SignalEvent::Interrupt));
+        assert_eq!(gw0.borrow().signals, [Signal::SIGINT]);
+        assert_eq!(gw1.borrow().signals, [Signal::SIGINT]);
+        sup.reap();
+        assert_eq!(gw0.borrow().exit, None, "the grace period is not over");
+        sup.handle(Event::Signal(SignalEvent::Interrupt));
+        assert_eq!(gw0.borrow().signals, [Signal::SIGINT, Signal::SIGKILL]);
+        assert_eq!(gw1.borrow().signals, [Signal::SIGINT, Signal::SIGKILL]);
+        sup.handle(Event::Closed { worker: 0 });
+        sup.handle(Event::Closed { worker: 1 });
+        sup.reap();
+        assert!(sup.slots.iter().all(Slot::reaped));
+        assert_eq!(
+            started.borrow().len(),
+            2,
+            "no replacement after an interrupt"
+        );
+        let out = sup.conclude();
+        assert!(out.interrupted);
+        let cut: Vec<&str> = out.cut_short.iter().map(|c| c.nodeid.as_str()).collect();
+        assert_eq!(cut, running.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.crashes.is_empty() && out.crashed.is_empty());
+        assert_eq!(out.exit_code(), exit::INTERRUPTED);
+    }
+
+    #[test]
+    fn the_grace_period_ends_in_sigkill() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let options = Options {
+            grace_period: Duration::ZERO,
+            ..options()
+        };
+        let mut sup = h.supervisor(1, options);
+        start(&mut sup, 1);
+        sup.handle(Event::Signal(SignalEvent::Interrupt));
+        sup.reap();
+        let gw0 = state(&started, "gw0");
+        assert_eq!(gw0.borrow().signals, [Signal::SIGINT, Signal::SIGKILL]);
+    }
+
+    #[test]
+    fn parked_workers_get_requeued_work_or_are_released_after_a_crash() {
+        // One file: gw0 takes both its tests, gw1 finds nothing and waits, parked.
+        let one_file = ["t.py::a", "t.py::b"];
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let options = Options {
+            max_worker_restart: 0,
+            ..by_file()
+        };
+        let mut sup = h.supervisor(2, options);
+        sup.handle(collected(0, &one_file));
+        sup.handle(collected(1, &one_file));
+        sup.handle(want(0, 0));
+        sup.handle(want(1, 0));
+        let (gw0, gw1) = (state(&started, "gw0"), state(&started, "gw1"));
+        assert_eq!(runs(&gw0), one_file);
+        assert_eq!(last_sent(&gw1), None, "parked");
+        dies(&mut sup, &gw0, 0, Exit::Signal(9));
+        // The parked worker gets the test the dead one held as next.
+        assert_eq!(runs(&gw1), ["t.py::b"]);
+        sup.handle(result(1, "t.py::b", "passed", true));
+        sup.handle(want(1, 0));
+        assert_eq!(last_sent(&gw1), Some(ToWorker::Shutdown));
+
+        // A crash that leaves nothing to hand out releases the parked worker.
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, by_file());
+        let single = ["t.py::a"];
+        sup.handle(collected(0, &single));
+        sup.handle(collected(1, &single));
+        sup.handle(want(0, 0));
+        sup.handle(want(1, 0));
+        let (gw0, gw1) = (state(&started, "gw0"), state(&started, "gw1"));
+        assert_eq!(last_sent(&gw1), None, "parked");
+        dies(&mut sup, &gw0, 0, Exit::Signal(9));
+        assert_eq!(last_sent(&gw1), Some(ToWorker::Shutdown));
+        assert_eq!(started.borrow().len(), 2, "nothing left: no replacement");
+    }
+
+    #[test]
+    fn a_test_past_the_timeout_is_killed_and_its_worker_replaced() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let options = Options {
+            timeout: Some(Duration::from_millis(1)),
+            ..by_file()
+        };
+        let mut sup = h.supervisor(1, options);
+        start(&mut sup, 1);
+        let gw0 = state(&started, "gw0");
+        let held = runs(&gw0);
+        std::thread::sleep(Duration::from_millis(20));
+        sup.reap();
+        assert_eq!(gw0.borrow().signals, [Signal::SIGKILL]);
+        sup.handle(Event::Closed { worker: 0 });
+        sup.reap();
+        let gw0_1 = state(&started, "gw0.1");
+        sup.handle(collected(0, &TESTS));
+        // The replacement gets the killed worker's next test first.
+        sup.handle(want(0, 0));
+        assert_eq!(runs(&gw0_1)[0], held[1]);
+        sup.options.timeout = None;
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert_eq!(out.crashed, [held[0].clone()]);
+        assert_eq!(
+            out.crashes,
+            [format!(
+                "worker gw0 timed out after 0.001s while running {}",
+                held[0]
+            )]
+        );
+        let lost = out.results.iter().find(|r| r.nodeid == held[0]).unwrap();
+        assert!(lost.reports[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("Timeout:"));
+        assert_eq!(out.restarts, 1);
+        assert_eq!(out.results.len(), TESTS.len());
+    }
+
+    #[test]
+    fn past_the_restart_limit_the_rest_is_listed_not_run() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let options = Options {
+            max_worker_restart: 0,
+            ..by_file()
+        };
+        let mut sup = h.supervisor(1, options);
+        start(&mut sup, 1);
+        let gw0 = state(&started, "gw0");
+        let held = runs(&gw0);
+        dies(&mut sup, &gw0, 0, Exit::Signal(9));
+        assert!(sup.slots.iter().all(Slot::reaped));
+        let out = sup.conclude();
+        assert_eq!(out.crashed, [held[0].clone()]);
+        let mut not_run = out.not_run.clone();
+        not_run.sort();
+        let expected: Vec<String> = TESTS
+            .iter()
+            .filter(|t| **t != held[0])
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(not_run, expected);
+        assert_eq!(
+            out.warnings,
+            ["worker gw0 not replaced: --max-worker-restart 0 reached"]
+        );
+        assert_eq!(out.exit_code(), exit::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn tests_held_by_a_worker_ending_in_an_internal_error_go_to_its_replacement() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(1, by_file());
+        start(&mut sup, 1);
+        let gw0 = state(&started, "gw0");
+        let held = runs(&gw0);
+        sup.handle(finished(0, i32::from(exit::INTERNAL_ERROR)));
+        dies(&mut sup, &gw0, 0, Exit::Code(3));
+        sup.handle(collected(0, &TESTS));
+        sup.handle(want(0, 0));
+        assert_eq!(runs(&state(&started, "gw0.1")), held);
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert!(out.crashed.is_empty());
+        assert_eq!(out.results.len(), TESTS.len());
+        assert_eq!(out.exitstatus, [Some(0)], "the replacement's status");
+    }
+
+    #[test]
+    fn a_worker_that_speaks_garbage_is_killed_not_replaced() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        start(&mut sup, 2);
+        let gw1 = state(&started, "gw1");
+        let running = runs(&gw1)[0].clone();
+        sup.handle(Event::Garbage {
+            worker: 1,
+            detail: "unreadable".into(),
+        });
+        assert_eq!(gw1.borrow().signals, [Signal::SIGKILL]);
+        // What it says after that is not listened to.
+        sup.handle(result(1, &running, "passed", true));
+        sup.handle(Event::Closed { worker: 1 });
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert_eq!(out.problems, ["worker gw1: unreadable"]);
+        assert!(out.crashes.is_empty());
+        let lost = out.results.iter().find(|r| r.nodeid == running).unwrap();
+        assert!(lost.failed());
+        assert_eq!(
+            started.borrow().len(),
+            2,
+            "a replacement would speak garbage too"
+        );
+        assert_eq!(out.exit_code(), exit::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn a_worker_whose_collection_differs_runs_only_what_it_collected() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        sup.handle(collected(0, &TESTS));
+        sup.handle(collected(1, &["t.py::a"]));
+        for _ in 0..4 {
+            sup.handle(want(1, 0));
+        }
+        assert_eq!(runs(&state(&started, "gw1")), ["t.py::a"]);
+        sup.handle(want(0, 0));
+        play(&mut sup, &started, &[]);
+        let out = sup.conclude();
+        assert_eq!(out.warnings.len(), 1);
+        assert!(
+            out.warnings[0].contains("only gw0: t.py::b, u.py::c, u.py::d"),
+            "{}",
+            out.warnings[0]
+        );
+        assert_eq!(out.results.len(), TESTS.len());
+    }
+}
