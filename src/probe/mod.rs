@@ -132,30 +132,39 @@ pub(crate) fn run(
         }
     };
     if out.exists() {
-        let text = std::fs::read_to_string(&out).context("reading the probe's answer")?;
-        let facts: Facts = serde_json::from_str(&text).context("parsing the probe's answer")?;
-        if facts.protocol != PROTOCOL {
-            return Err(Fatal::Internal(format!(
-                "probe protocol {} does not match this testmon-run ({PROTOCOL})",
-                facts.protocol
-            ))
-            .into());
-        }
-        return Ok(facts);
+        return read_answer(&out);
     }
-    // pytest ended before our plugin ran: its own answer (a usage error, `--version`, a
-    // conftest that does not import), a crash, or not pytest at all.
+    Err(why_no_answer(command, &output))
+}
+
+/// The probe's JSON answer, of this testmon-run's probe protocol.
+fn read_answer(out: &Path) -> Result<Facts> {
+    let text = std::fs::read_to_string(out).context("reading the probe's answer")?;
+    let facts: Facts = serde_json::from_str(&text).context("parsing the probe's answer")?;
+    if facts.protocol != PROTOCOL {
+        return Err(Fatal::Internal(format!(
+            "probe protocol {} does not match this testmon-run ({PROTOCOL})",
+            facts.protocol
+        ))
+        .into());
+    }
+    Ok(facts)
+}
+
+/// The command ended before our plugin ran: pytest's own answer (a usage error,
+/// `--version`, a conftest that does not import), a crash, or not pytest at all.
+fn why_no_answer(command: &[OsString], output: &std::process::Output) -> anyhow::Error {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let code = output.status.code();
     let looks_like_pytest = stderr.contains("pytest") || stdout.contains("pytest");
     if looks_like_pytest && stderr.contains("ModuleNotFoundError") && stderr.contains(PROBE_MODULE)
     {
-        return Err(Fatal::Internal(
+        return Fatal::Internal(
             "pytest could not import the probe plugin (is PYTHONPATH honoured by the command?)"
                 .into(),
         )
-        .into());
+        .into();
     }
     // Exit 1 means failed tests, which cannot happen before the probe: that is a traceback.
     let pytests_own = [
@@ -172,7 +181,7 @@ pub(crate) fn run(
         if looks_like_pytest {
             crate::ui::terminal::say(&stdout);
             eprint!("{stderr}");
-            return Err(Fatal::Pytest(own).into());
+            return Fatal::Pytest(own).into();
         }
     }
     let detail = stderr
@@ -184,14 +193,14 @@ pub(crate) fn run(
     let status = code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
     if looks_like_pytest {
         eprint!("{stderr}");
-        return Err(Fatal::Internal(format!(
+        return Fatal::Internal(format!(
             "pytest ended before the probe ran ({status}): {detail}"
         ))
-        .into());
+        .into();
     }
-    Err(Fatal::Usage(format!(
+    Fatal::Usage(format!(
         "`{}` does not look like a pytest command ({status}): {detail}",
         pycommand::display(command)
     ))
-    .into())
+    .into()
 }

@@ -260,6 +260,27 @@ pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> S
         &outcome.collect_errors,
         style,
     ));
+    out.push_str(&own_lines(outcome));
+    out.push_str(&stop_lines(outcome, width));
+    let stats = stats(
+        &outcome.results,
+        &outcome.collect_errors,
+        outcome.deselected,
+        outcome.pytest_warnings.len(),
+    );
+    out.push_str(&summary_line_for(
+        &stats,
+        seconds,
+        width,
+        style.verbose,
+        style.color,
+    ));
+    out
+}
+
+/// testmon-run's own lines after pytest's sections: lost workers, problems, tests not run.
+fn own_lines(outcome: &RunOutcome) -> String {
+    let mut out = String::new();
     for crash in &outcome.crashes {
         out.push_str(&format!("testmon-run: {crash}\n"));
     }
@@ -275,6 +296,12 @@ pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> S
             out.push_str(&format!("  {nodeid}\n"));
         }
     }
+    out
+}
+
+/// How the run stopped early, in pytest's words: `-x`, the interrupt, collection errors.
+fn stop_lines(outcome: &RunOutcome, width: usize) -> String {
+    let mut out = String::new();
     if let Some(n) = outcome.stopped_after {
         // pytest's own wording, plural included.
         out.push_str(&sep('!', &format!("stopping after {n} failures"), width));
@@ -300,19 +327,6 @@ pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> S
             width,
         ));
     }
-    let stats = stats(
-        &outcome.results,
-        &outcome.collect_errors,
-        outcome.deselected,
-        outcome.pytest_warnings.len(),
-    );
-    out.push_str(&summary_line_for(
-        &stats,
-        seconds,
-        width,
-        style.verbose,
-        style.color,
-    ));
     out
 }
 

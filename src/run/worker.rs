@@ -137,39 +137,7 @@ impl Worker {
         } else {
             cmd.env_remove("TESTMON_RUN_COLOR");
         }
-        // SAFETY: only async-signal-safe calls (fcntl, signal, sigprocmask, prctl) between fork
-        // and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in [raw, lock_fd] {
-                    let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
-                    if flags < 0
-                        || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC)
-                            < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                // Whatever we inherited (a background job starts with SIGINT ignored),
-                // workers start with default dispositions: pytest relies on SIGINT.
-                for sig in [
-                    nix::libc::SIGINT,
-                    nix::libc::SIGTERM,
-                    nix::libc::SIGHUP,
-                    nix::libc::SIGQUIT,
-                ] {
-                    nix::libc::signal(sig, nix::libc::SIG_DFL);
-                }
-                // ... and an empty signal mask (a blocked SIGINT would never reach pytest).
-                let mut empty: nix::libc::sigset_t = std::mem::zeroed();
-                nix::libc::sigemptyset(&mut empty);
-                nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                // A worker whose supervisor dies (kill -9) is interrupted as by Ctrl-C: it
-                // writes what it finished and exits instead of running on.
-                nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGINT);
-                Ok(())
-            });
-        }
+        inherit_and_reset(&mut cmd, [raw, lock_fd]);
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(err) => {
@@ -231,6 +199,44 @@ impl WorkerHandle for Worker {
             .filter(|text| !text.is_empty())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Between fork and exec: the worker keeps `fds` (its socket, the run directory's lock), and
+/// starts with default signal dispositions and an empty mask, interrupted when this process
+/// dies.
+fn inherit_and_reset(cmd: &mut std::process::Command, fds: [std::os::fd::RawFd; 2]) {
+    // SAFETY: only async-signal-safe calls (fcntl, signal, sigprocmask, prctl) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                if flags < 0
+                    || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Whatever we inherited (a background job starts with SIGINT ignored),
+            // workers start with default dispositions: pytest relies on SIGINT.
+            for sig in [
+                nix::libc::SIGINT,
+                nix::libc::SIGTERM,
+                nix::libc::SIGHUP,
+                nix::libc::SIGQUIT,
+            ] {
+                nix::libc::signal(sig, nix::libc::SIG_DFL);
+            }
+            // ... and an empty signal mask (a blocked SIGINT would never reach pytest).
+            let mut empty: nix::libc::sigset_t = std::mem::zeroed();
+            nix::libc::sigemptyset(&mut empty);
+            nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // A worker whose supervisor dies (kill -9) is interrupted as by Ctrl-C: it
+            // writes what it finished and exits instead of running on.
+            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGINT);
+            Ok(())
+        });
     }
 }
 
