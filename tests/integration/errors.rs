@@ -3,45 +3,14 @@
 //! and leaves nothing behind, neither in the temp directory nor in the project.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
-
-/// Nothing (no `testmon-run-*` run directory, nor anything else) is left in TMPDIR. The
-/// fixture projects use no `tmp_path`, so pytest itself puts nothing there either.
-fn assert_tmpdir_empty(tmpdir: &Path, what: &str, run: &Run) {
-    let left = entries(tmpdir);
-    assert!(
-        left.is_empty(),
-        "{what}: left in TMPDIR {}: {left:?}\n{}",
-        tmpdir.display(),
-        run.output()
-    );
-}
-
-/// `testmon-run ARGS` in `cwd`, exactly as given (no test-support plugin), with TMPDIR set.
-fn testmon_run_plain(cwd: &Path, args: &[&str], tmpdir: &Path) -> Run {
-    let mut cmd = Cmd::new(BIN, cwd);
-    cmd.args(args).env("TMPDIR", tmpdir);
-    cmd.run_plain()
-}
-
-fn assert_no_crash(run: &Run, what: &str) {
-    for text in [&run.stdout, &run.stderr] {
-        assert!(
-            !text.contains("panicked") && !text.contains("Traceback"),
-            "{what}: a panic or a traceback\n{}",
-            run.output()
-        );
-    }
-}
 
 /// testmon-run's own usage error: exit 4, one line `testmon-run: error: ...` on stderr,
 /// nothing on stdout. Returns the message.
 fn assert_own_usage_error(run: &Run, what: &str) -> String {
-    assert_no_crash(run, what);
+    assert_no_panic_or_traceback(run, what);
     assert_eq!(run.code(), 4, "{what}: exit code\n{}", run.output());
     let stderr = run.stderr.trim();
     assert_eq!(
@@ -75,36 +44,33 @@ fn assert_same_files(ours: &Project, theirs: &Project, what: &str) {
     );
 }
 
-/// `testmon-run -n 2` on `ours` (with a fresh TMPDIR, returned) and single-process
+/// `testmon-run -n 2` on `ours` (in a fresh sandbox TMPDIR, returned) and single-process
 /// `pytest --testmon` on `theirs`.
-fn twin_runs(ours: &Project, theirs: &Project, venv: Venv) -> (Run, Run, tempfile::TempDir) {
-    let tmpdir = fresh_tmpdir();
-    let run = ours
-        .testmon_run(venv, &["-n", "2"], &[])
-        .env("TMPDIR", tmpdir.path())
-        .run();
+fn twin_runs(ours: &Project, theirs: &Project, venv: Venv) -> (Run, Run, Sandbox) {
+    let tmpdir = Sandbox::fresh();
+    let run = tmpdir.testmon_run(ours, venv, &["-n", "2"], &[]).run();
     let single = theirs.pytest(venv, &[]).run();
     (run, single, tmpdir)
 }
 
 /// Both exited with `expected`, printed the same summary, ran the same tests; testmon-run
-/// left nothing in TMPDIR and the same files in the project as pytest. The exit code is
-/// checked last, so that a wrong code does not hide the rest.
+/// left nothing behind (`Sandbox::assert_clean`) and the same files in the project as
+/// pytest. The exit code is checked last, so that a wrong code does not hide the rest.
 fn assert_twins(
-    (run, single, tmpdir): &(Run, Run, tempfile::TempDir),
+    (run, single, tmpdir): &(Run, Run, Sandbox),
     ours: &Project,
     theirs: &Project,
     expected: i32,
     what: &str,
 ) {
-    assert_no_crash(run, what);
+    assert_no_panic_or_traceback(run, what);
     assert_eq!(
         single.code(),
         expected,
         "{what}: single-process pytest (the reference) exits otherwise\n{}",
         single.output()
     );
-    assert_tmpdir_empty(tmpdir.path(), what, run);
+    tmpdir.assert_clean(what, &run.output());
     assert_same_files(ours, theirs, what);
     assert_eq!(
         counts(run),
@@ -199,7 +165,7 @@ fn collection_error_exits_like_pytest() {
         let theirs = Project::copy("syntax_error");
         let runs = twin_runs(&ours, &theirs, venv);
         let run = &runs.0;
-        assert_no_crash(run, &what);
+        assert_no_panic_or_traceback(run, &what);
         assert!(
             run.stdout.contains("ERROR collecting")
                 || run.stdout.contains("error during collection"),
@@ -242,13 +208,12 @@ fn assert_pytest_usage_error(venv: Venv, pytest_args: &[&str], message: &str) {
     let what = format!("{venv:?} {pytest_args:?}");
     let project = Project::copy("proj");
     let before = project.files();
-    let tmpdir = fresh_tmpdir();
-    let run = project
-        .testmon_run(venv, &["-n", "2"], pytest_args)
-        .env("TMPDIR", tmpdir.path())
+    let tmpdir = Sandbox::fresh();
+    let run = tmpdir
+        .testmon_run(&project, venv, &["-n", "2"], pytest_args)
         .run_plain();
     let single = project.pytest(venv, pytest_args).run_plain();
-    assert_no_crash(&run, &what);
+    assert_no_panic_or_traceback(&run, &what);
     assert_eq!(single.code(), 4, "{what}: reference\n{}", single.output());
     assert_eq!(run.code(), 4, "{what}\n{}", run.output());
     assert_eq!(
@@ -272,7 +237,7 @@ fn assert_pytest_usage_error(venv: Venv, pytest_args: &[&str], message: &str) {
         "{what}: output on stdout\n{}",
         run.output()
     );
-    assert_tmpdir_empty(tmpdir.path(), &what, &run);
+    tmpdir.assert_clean(&what, &run.output());
     assert_eq!(project.files(), before, "{what}: the project changed");
 }
 
@@ -295,14 +260,13 @@ fn missing_test_path_shows_pytests_message_once() {
         let what = format!("{venv:?} tests/nope.py");
         let ours = Project::copy("proj");
         let theirs = Project::copy("proj");
-        let tmpdir = fresh_tmpdir();
-        let run = ours
-            .testmon_run(venv, &["-n", "2"], &["tests/nope.py"])
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&ours, venv, &["-n", "2"], &["tests/nope.py"])
             .run();
         let single = theirs.pytest(venv, &["tests/nope.py"]).run();
         let message = "file or directory not found: tests/nope.py";
-        assert_no_crash(&run, &what);
+        assert_no_panic_or_traceback(&run, &what);
         assert_eq!(single.code(), 4, "{what}: reference\n{}", single.output());
         assert_eq!(
             single.stderr.matches(message).count(),
@@ -310,7 +274,7 @@ fn missing_test_path_shows_pytests_message_once() {
             "{what}: reference\n{}",
             single.output()
         );
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
         assert_same_files(&ours, &theirs, &what);
         assert!(run.ran.is_empty(), "{what}\n{}", run.output());
         assert_eq!(run.code(), 4, "{what}\n{}", run.output());
@@ -341,11 +305,11 @@ fn missing_command_is_a_usage_error() {
     let project = Project::copy("proj");
     for args in [&["-n", "2", "--"][..], &["-n", "2"], &[], &["--"]] {
         let what = format!("testmon-run {args:?}");
-        let tmpdir = fresh_tmpdir();
-        let run = testmon_run_plain(&project.root, args, tmpdir.path());
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir.testmon_run_in(&project.root).args(args).run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(message.contains("command"), "{what}: {message}");
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
     }
 }
 
@@ -353,16 +317,15 @@ fn missing_command_is_a_usage_error() {
 fn command_not_found_is_a_usage_error() {
     let project = Project::copy("proj");
     let before = project.files();
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let what = "-- /nonexistent/pytest";
-    let run = testmon_run_plain(
-        &project.root,
-        &["-n", "2", "--", "/nonexistent/pytest", "--testmon"],
-        tmpdir.path(),
-    );
+    let run = tmpdir
+        .testmon_run_in(&project.root)
+        .args(["-n", "2", "--", "/nonexistent/pytest", "--testmon"])
+        .run_plain();
     let message = assert_own_usage_error(&run, what);
     assert!(message.contains("/nonexistent/pytest"), "{what}: {message}");
-    assert_tmpdir_empty(tmpdir.path(), what, &run);
+    tmpdir.assert_clean(what, &run.output());
     assert_eq!(project.files(), before, "{what}: the project changed");
 }
 
@@ -372,14 +335,17 @@ fn command_that_is_not_pytest_is_a_usage_error() {
     let before = project.files();
     for program in ["true", "ls"] {
         let what = format!("-- {program}");
-        let tmpdir = fresh_tmpdir();
-        let run = testmon_run_plain(&project.root, &["-n", "2", "--", program], tmpdir.path());
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run_in(&project.root)
+            .args(["-n", "2", "--", program])
+            .run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(
             message.contains(&format!("`{program}")),
             "{what}: the message does not name the command: {message}"
         );
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
         assert_eq!(project.files(), before, "{what}: the project changed");
     }
 }
@@ -395,15 +361,15 @@ fn bad_worker_count_and_dist_are_usage_errors() {
         (&["--dist", "each"], "each"),
     ] {
         let what = format!("testmon-run {args:?}");
-        let tmpdir = fresh_tmpdir();
+        let tmpdir = Sandbox::fresh();
         let all = [args, &["--", pytest, "--testmon"]].concat();
-        let run = testmon_run_plain(&project.root, &all, tmpdir.path());
+        let run = tmpdir.testmon_run_in(&project.root).args(all).run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(
             message.contains(bad),
             "{what}: the message does not name {bad:?}: {message}"
         );
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
         assert!(
             !project.datafile().exists(),
             "{what}: pytest ran anyway\n{}",
@@ -422,14 +388,14 @@ fn unusable_datafile_is_a_usage_error() {
         let missing_dir = elsewhere.path().join("missing");
         let datafile = missing_dir.join("x.testmondata");
         let what = format!("{venv:?} --datafile in a missing directory");
-        let tmpdir = fresh_tmpdir();
-        let run = project
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
             .testmon_run(
+                &project,
                 venv,
                 &["-n", "2", "--datafile", datafile.to_str().unwrap()],
                 &[],
             )
-            .env("TMPDIR", tmpdir.path())
             .run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(
@@ -437,36 +403,39 @@ fn unusable_datafile_is_a_usage_error() {
             "{what}: {message}"
         );
         assert!(!missing_dir.exists(), "{what}: the directory was created");
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
 
         // A directory: refused, and left empty.
         let dir = elsewhere.path().join("a-directory");
         std::fs::create_dir(&dir).unwrap();
         let what = format!("{venv:?} --datafile is a directory");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2", "--datafile", dir.to_str().unwrap()], &[])
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(
+                &project,
+                venv,
+                &["-n", "2", "--datafile", dir.to_str().unwrap()],
+                &[],
+            )
             .run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(message.contains(dir.to_str().unwrap()), "{what}: {message}");
         assert!(entries(&dir).is_empty(), "{what}: written into {dir:?}");
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
 
         // Not a SQLite file: refused, and left exactly as it was, nothing beside it.
         project.write(".testmondata", "hello");
         let before = project.files();
         let what = format!("{venv:?} .testmondata is not SQLite");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&project, venv, &["-n", "2"], &[])
             .run_plain();
         let message = assert_own_usage_error(&run, &what);
         assert!(message.contains(".testmondata"), "{what}: {message}");
         assert_eq!(project.read(".testmondata"), "hello", "{what}");
         assert_eq!(project.files(), before, "{what}: the project changed");
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
     }
 }
 
@@ -477,12 +446,11 @@ fn keep_run_dir_keeps_plan_and_spools() {
     for venv in VENVS {
         let what = format!("{venv:?} --keep-run-dir");
         let project = Project::copy("proj");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2", "--keep-run-dir"], &[])
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&project, venv, &["-n", "2", "--keep-run-dir"], &[])
             .run();
-        assert_no_crash(&run, &what);
+        assert_no_panic_or_traceback(&run, &what);
         assert_eq!(run.code(), 1, "{what}\n{}", run.output());
         let kept: Vec<&str> = run
             .stderr
@@ -527,13 +495,10 @@ fn zero_workers_runs_the_command_as_is() {
         let what = format!("{venv:?} -n 0");
         let ours = Project::copy("proj");
         let theirs = Project::copy("proj");
-        let tmpdir = fresh_tmpdir();
-        let run = ours
-            .testmon_run(venv, &["-n", "0"], &[])
-            .env("TMPDIR", tmpdir.path())
-            .run();
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir.testmon_run(&ours, venv, &["-n", "0"], &[]).run();
         let single = theirs.pytest(venv, &[]).run();
-        assert_no_crash(&run, &what);
+        assert_no_panic_or_traceback(&run, &what);
         assert_eq!(single.code(), 1, "{what}: reference\n{}", single.output());
         assert_eq!(
             run.code(),
@@ -550,7 +515,7 @@ fn zero_workers_runs_the_command_as_is() {
             "{what}: testmon-run's own header or report\n{}",
             run.output()
         );
-        assert_tmpdir_empty(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
         assert_same_files(&ours, &theirs, &what);
         assert_same_records(&dump(&ours.datafile()), &dump(&theirs.datafile()), &what);
     }
@@ -560,9 +525,9 @@ fn zero_workers_runs_the_command_as_is() {
 fn help_exits_0_with_an_example() {
     let project = Project::copy("proj");
     for flag in ["--help", "-h"] {
-        let tmpdir = fresh_tmpdir();
-        let run = testmon_run_plain(&project.root, &[flag], tmpdir.path());
-        assert_no_crash(&run, flag);
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir.testmon_run_in(&project.root).arg(flag).run_plain();
+        assert_no_panic_or_traceback(&run, flag);
         assert_eq!(run.code(), 0, "{flag}\n{}", run.output());
         assert!(
             run.stdout
@@ -572,7 +537,7 @@ fn help_exits_0_with_an_example() {
             run.output()
         );
         assert!(run.stderr.is_empty(), "{flag}\n{}", run.output());
-        assert_tmpdir_empty(tmpdir.path(), flag, &run);
+        tmpdir.assert_clean(flag, &run.output());
     }
 }
 
@@ -580,27 +545,27 @@ fn help_exits_0_with_an_example() {
 fn pytests_own_informational_options_pass_through() {
     for (venv, version) in [(Venv::Testmon22, "9.0.2"), (Venv::Testmon21, "8.3.5")] {
         let project = Project::copy("proj");
-        let tmpdir = fresh_tmpdir();
-        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
-        cmd.args(["-n", "2", "--"])
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run_in(&project.root)
+            .args(["-n", "2", "--"])
             .arg(venv.pytest())
             .arg("--version")
-            .env("TMPDIR", tmpdir.path());
-        let run = cmd.run_plain();
+            .run_plain();
         assert_eq!(run.code(), 0, "{venv:?}\n{}", run.output());
         assert!(
             format!("{}{}", run.stdout, run.stderr).contains(&format!("pytest {version}")),
             "{}",
             run.output()
         );
-        assert_tmpdir_empty(tmpdir.path(), "pytest --version", &run);
+        tmpdir.assert_clean("pytest --version", &run.output());
 
-        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
-        cmd.args(["-n", "2", "--"])
+        let run = tmpdir
+            .testmon_run_in(&project.root)
+            .args(["-n", "2", "--"])
             .arg(venv.pytest())
             .arg("--help")
-            .env("TMPDIR", tmpdir.path());
-        let run = cmd.run_plain();
+            .run_plain();
         assert_eq!(run.code(), 0, "{venv:?}\n{}", run.output());
         assert!(
             run.stdout.contains("--testmon"),

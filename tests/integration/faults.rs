@@ -200,9 +200,8 @@ struct Finished {
 }
 
 impl Live {
-    fn start(project: &Project, venv: Venv, tmpdir: &Path) -> Live {
-        let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
-        builder.env("TMPDIR", tmpdir);
+    fn start(project: &Project, venv: Venv, tmpdir: &Sandbox) -> Live {
+        let builder = tmpdir.testmon_run(project, venv, &["-n", "2"], &["-v"]);
         let mut cmd = builder.command();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -250,7 +249,7 @@ impl Live {
     fn passed(&self) -> usize {
         self.stdout
             .iter()
-            .filter(|l| passed_test(l).is_some())
+            .filter(|l| passed_nodeid(l).is_some())
             .count()
     }
 
@@ -283,7 +282,7 @@ impl Live {
                 return self.wait_until(self.started + Duration::from_millis(ms));
             }
             Moment::Workers { ms } => {
-                while workers(tmpdir).is_empty() {
+                while workers_under(tmpdir).is_empty() {
                     assert!(Instant::now() < deadline, "no worker started");
                     if !self.pump(Duration::from_millis(5)) {
                         return false;
@@ -357,19 +356,12 @@ impl Drop for Live {
     }
 }
 
-/// The node id in a `-v` line `PASSED tests/x.py::t [gw1]`.
-fn passed_test(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("PASSED ")?;
-    let (nodeid, worker) = rest.rsplit_once(" [")?;
-    worker.starts_with("gw").then_some(nodeid)
-}
-
 impl Finished {
     /// Every test reported `PASSED`, each once.
     fn passed(&self) -> BTreeSet<String> {
         self.stdout
             .iter()
-            .filter_map(|l| passed_test(l))
+            .filter_map(|l| passed_nodeid(l))
             .map(String::from)
             .collect()
     }
@@ -377,7 +369,7 @@ impl Finished {
     fn passed_lines(&self) -> usize {
         self.stdout
             .iter()
-            .filter(|l| passed_test(l).is_some())
+            .filter(|l| passed_nodeid(l).is_some())
             .count()
     }
 
@@ -395,7 +387,7 @@ impl Finished {
         let other: Vec<&str> = self
             .stdout
             .iter()
-            .filter(|l| passed_test(l).is_none())
+            .filter(|l| passed_nodeid(l).is_none())
             .map(String::as_str)
             .collect();
         format!(
@@ -412,7 +404,7 @@ impl Finished {
     fn describe(&self) -> String {
         let mut by_worker = std::collections::BTreeMap::<&str, usize>::new();
         for line in &self.stdout {
-            if passed_test(line).is_some() {
+            if passed_nodeid(line).is_some() {
                 let worker = line.rsplit_once(" [").map_or("", |(_, w)| w);
                 *by_worker.entry(worker.trim_end_matches(']')).or_default() += 1;
             }
@@ -434,70 +426,14 @@ impl Finished {
     }
 }
 
-/// Our workers: processes whose environment names a run directory under `tmpdir`, with their
-/// `TESTMON_RUN_WORKER` name, sorted by name.
-fn workers(tmpdir: &Path) -> Vec<(String, Pid)> {
-    processes(tmpdir)
-        .into_iter()
-        .filter(|(name, _)| name != "probe")
-        .collect()
-}
-
-/// The workers, and the probe (named `probe`): every pytest testmon-run started with this
-/// TMPDIR.
-fn processes(tmpdir: &Path) -> Vec<(String, Pid)> {
-    let worker = format!("TESTMON_RUN_DIR={}", tmpdir.display());
-    let probe = format!("TESTMON_RUN_PROBE_OUT={}", tmpdir.display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let environ = String::from_utf8_lossy(&environ);
-        let name = if environ.split('\0').any(|v| v.starts_with(&worker)) {
-            environ
-                .split('\0')
-                .find_map(|v| v.strip_prefix("TESTMON_RUN_WORKER="))
-                .unwrap_or("?")
-                .to_string()
-        } else if environ.split('\0').any(|v| v.starts_with(&probe)) {
-            "probe".to_string()
-        } else {
-            continue;
-        };
-        found.push((name, Pid::from_raw(pid)));
-    }
-    found.sort();
-    found
-}
-
 /// Kills (SIGKILL, by pid) whatever worker or probe a failed case left under its TMPDIR.
 struct Reaper<'a>(&'a Path);
 
 impl Drop for Reaper<'_> {
     fn drop(&mut self) {
-        for (_, pid) in processes(self.0) {
+        for (_, pid) in processes_under(self.0) {
             let _ = kill(pid, Signal::SIGKILL);
         }
-    }
-}
-
-/// No worker (nor probe) of ours is alive, or is within `within`.
-fn assert_no_workers(tmpdir: &Path, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    loop {
-        let alive = processes(tmpdir);
-        if alive.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: workers still alive after {within:?}: {alive:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -519,11 +455,7 @@ fn assert_no_run_dir(tmpdir: &Path, what: &str) {
 fn is_real(test: &str, record: &TestRecord) -> bool {
     let home = test.split("::").next().unwrap_or("");
     record.failed == Some(0)
-        && !record.fingerprints.is_empty()
-        && record
-            .fingerprints
-            .iter()
-            .all(|(_, fsha, _)| !fsha.is_empty())
+        && record.has_real_fingerprints()
         && record.fingerprints.iter().any(|(file, _, _)| file == home)
 }
 
@@ -587,9 +519,7 @@ fn differences(datafile: &Path, venv: Venv) -> String {
             let why = match ours.get(test) {
                 None => "missing",
                 Some(mine) if mine == record => return None,
-                Some(mine) if mine.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty()) => {
-                    "testmon's placeholder"
-                }
+                Some(mine) if mine.is_placeholder() => "testmon's placeholder",
                 Some(mine) if mine.failed != record.failed => "failed flag",
                 Some(_) => "fingerprints",
             };
@@ -615,14 +545,17 @@ fn all_tests(venv: Venv) -> BTreeSet<String> {
 /// Normal runs until testmon-run selects nothing (each exits 0, leaves no run directory and
 /// no worker); then the records must be single-process testmon's, exactly (the fixture has
 /// no scoped fixtures). `check_first` looks at the first run.
-fn converge(project: &Project, venv: Venv, tmpdir: &Path, what: &str, check_first: &dyn Fn(&Run)) {
+fn converge(
+    project: &Project,
+    venv: Venv,
+    tmpdir: &Sandbox,
+    what: &str,
+    check_first: &dyn Fn(&Run),
+) {
     let mut ran = Vec::new();
     for n in 1..=4 {
         let t = Instant::now();
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", tmpdir)
-            .run();
+        let run = tmpdir.testmon_run(project, venv, &["-n", "2"], &[]).run();
         let step = format!("{what}, follow-up run {n}");
         assert_eq!(run.code(), 0, "{step}\n{}", run.output());
         if n == 1 {
@@ -631,8 +564,8 @@ fn converge(project: &Project, venv: Venv, tmpdir: &Path, what: &str, check_firs
                 println!("  follow-up run 1: {header}");
             }
         }
-        assert_no_run_dir(tmpdir, &step);
-        assert_no_workers(tmpdir, Duration::from_secs(5), &step);
+        assert_no_run_dir(tmpdir.path(), &step);
+        tmpdir.assert_no_processes(Duration::from_secs(5), &step);
         ran.push(format!(
             "{} tests in {:.1}s",
             run.ran.len(),
@@ -656,12 +589,12 @@ fn worker_killed(case: &mut Case) {
     let venv = case.venv;
     let all = all_tests(venv);
     let project = Project::copy("many");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let _reaper = Reaper(tmpdir.path());
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Workers { ms }, (0, 1500));
     let pick = case.rng.range(0, 1) as usize;
     println!("  kill -9 of worker #{pick} (of those alive, by name) at {moment}");
-    let mut live = Live::start(&project, venv, tmpdir.path());
+    let mut live = Live::start(&project, venv, &tmpdir);
     assert!(
         live.wait_for(moment, tmpdir.path()),
         "{}: the run ended before the moment\n{}",
@@ -671,7 +604,7 @@ fn worker_killed(case: &mut Case) {
     // At a startup moment the workers may not be there yet.
     let deadline = Instant::now() + Duration::from_secs(60);
     let alive = loop {
-        let alive = workers(tmpdir.path());
+        let alive = workers_under(tmpdir.path());
         if !alive.is_empty() {
             break alive;
         }
@@ -744,21 +677,21 @@ fn worker_killed(case: &mut Case) {
     println!("  {}", differences(&project.datafile(), venv));
     assert_integrity(&project.datafile(), &what);
     assert_recorded(&project.datafile(), passed.difference(&crashed), &what);
-    assert_no_workers(tmpdir.path(), Duration::from_secs(10), &what);
+    tmpdir.assert_no_processes(Duration::from_secs(10), &what);
     assert_no_run_dir(tmpdir.path(), &what);
-    converge(&project, venv, tmpdir.path(), &what, &|_| {});
+    converge(&project, venv, &tmpdir, &what, &|_| {});
 }
 
 /// SIGINT of the supervisor: workers stop, what finished is recorded, exit 2.
 fn supervisor_interrupted(case: &mut Case) {
     let venv = case.venv;
     let project = Project::copy("many");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let _reaper = Reaper(tmpdir.path());
     // Not in the first 50 ms: before its signal handler is installed SIGINT simply ends it.
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (50, 1800));
     println!("  SIGINT of the supervisor at {moment}");
-    let mut live = Live::start(&project, venv, tmpdir.path());
+    let mut live = Live::start(&project, venv, &tmpdir);
     assert!(
         live.wait_for(moment, tmpdir.path()),
         "{}: the run ended before the moment\n{}",
@@ -791,9 +724,9 @@ fn supervisor_interrupted(case: &mut Case) {
     } else {
         assert_eq!(run.passed_lines(), 0, "{what}: passed, but no database");
     }
-    assert_no_workers(tmpdir.path(), Duration::from_secs(5), &what);
+    tmpdir.assert_no_processes(Duration::from_secs(5), &what);
     assert_no_run_dir(tmpdir.path(), &what);
-    converge(&project, venv, tmpdir.path(), &what, &|_| {});
+    converge(&project, venv, &tmpdir, &what, &|_| {});
 }
 
 /// kill -9 of the supervisor: its workers end by themselves; the next normal run recovers
@@ -801,11 +734,11 @@ fn supervisor_interrupted(case: &mut Case) {
 fn supervisor_killed(case: &mut Case) {
     let venv = case.venv;
     let project = Project::copy("many");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let _reaper = Reaper(tmpdir.path());
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (50, 1800));
     println!("  kill -9 of the supervisor at {moment}");
-    let mut live = Live::start(&project, venv, tmpdir.path());
+    let mut live = Live::start(&project, venv, &tmpdir);
     assert!(
         live.wait_for(moment, tmpdir.path()),
         "{}: the run ended before the moment\n{}",
@@ -822,8 +755,7 @@ fn supervisor_killed(case: &mut Case) {
     let what = format!("{} ({venv:?}, kill -9 at {moment})", case.name);
     println!("  {}", run.describe());
     assert_eq!(run.signal, Some(9), "{what}\n{}", run.output());
-    assert_no_workers(
-        tmpdir.path(),
+    tmpdir.assert_no_processes(
         Duration::from_secs(60),
         &format!("{what}: the workers of a killed supervisor end by themselves"),
     );
@@ -840,7 +772,7 @@ fn supervisor_killed(case: &mut Case) {
         );
     }
     let before = run.passed();
-    converge(&project, venv, tmpdir.path(), &what, &|first| {
+    converge(&project, venv, &tmpdir, &what, &|first| {
         let step = format!("{what}, the run after");
         // "testmon-run: recovered 12 test result(s) from an interrupted run (pid 4242) and
         // removed its run directory"; or, killed before any result, "testmon-run: removed the
@@ -927,18 +859,18 @@ fn spools(dir: &Path) -> String {
 fn concurrent_runs(case: &mut Case) {
     let venv = case.venv;
     let project = Project::copy("many");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let _reaper = Reaper(tmpdir.path());
     let stagger = case.rng.range(0, 2000);
     println!("  the second run starts {stagger} ms after the first");
-    let mut first = Live::start(&project, venv, tmpdir.path());
+    let mut first = Live::start(&project, venv, &tmpdir);
     assert!(
         first.wait_for(Moment::Start { ms: stagger }, tmpdir.path()),
         "{}: the first run ended before the second started\n{}",
         case.name,
         first.finish().output()
     );
-    let mut second = Live::start(&project, venv, tmpdir.path());
+    let mut second = Live::start(&project, venv, &tmpdir);
     let (a, b) = (first.finish(), second.finish());
     let what = format!("{} ({venv:?}, {stagger} ms apart)", case.name);
     println!("  first: {}\n  second: {}", a.describe(), b.describe());
@@ -948,7 +880,7 @@ fn concurrent_runs(case: &mut Case) {
     println!("  {}", differences(&project.datafile(), venv));
     let passed: BTreeSet<String> = a.passed().union(&b.passed()).cloned().collect();
     assert_recorded(&project.datafile(), &passed, &what);
-    assert_no_workers(tmpdir.path(), Duration::from_secs(5), &what);
+    tmpdir.assert_no_processes(Duration::from_secs(5), &what);
     assert_no_run_dir(tmpdir.path(), &what);
-    converge(&project, venv, tmpdir.path(), &what, &|_| {});
+    converge(&project, venv, &tmpdir, &what, &|_| {});
 }

@@ -15,46 +15,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
-
 /// A directory name with spaces, unicode and a quote. Not brackets: under a rootdir whose path
 /// holds `[1]`, coverage (testmon's) records no file but the test files, as its include
 /// patterns are globs; single-process pytest --testmon alike, so nothing of ours to test.
 const ODD_NAME: &str = "hö st 日本 'q'";
 
-/// A TMPDIR for testmon-run whose path has spaces, unicode, a quote and brackets. The guard
-/// owns it.
-fn odd_tmpdir() -> (tempfile::TempDir, PathBuf) {
-    let guard = fresh_tmpdir();
-    let path = guard.path().join("tmp dïr 'ü' [2]");
-    std::fs::create_dir(&path).unwrap();
-    (guard, path)
-}
-
-/// Nothing is left behind: no run directory in TMPDIR, no worker (nor a child of one).
-fn assert_clean(tmpdir: &Path, what: &str, run: &Run) {
-    let left = entries(tmpdir);
-    assert!(
-        left.is_empty(),
-        "{what}: left in TMPDIR: {left:?}\n{}",
-        run.output()
-    );
-    let alive = workers_alive(tmpdir);
-    assert!(
-        alive.is_empty(),
-        "{what}: worker processes left running: {alive:?}\n{}",
-        run.output()
-    );
-}
-
-fn assert_no_panic_or_traceback(run: &Run, what: &str) {
-    for text in [&run.stdout, &run.stderr] {
-        assert!(
-            !text.contains("panicked") && !text.contains("Traceback"),
-            "{what}: a panic or a traceback\n{}",
-            run.output()
-        );
-    }
+/// A TMPDIR for testmon-run whose path has spaces, unicode, a quote and brackets.
+fn odd_tmpdir() -> Sandbox {
+    Sandbox::fresh_at("tmp dïr 'ü' [2]")
 }
 
 /// The lines of pytest's "short test summary info" section.
@@ -86,7 +54,7 @@ fn mask_addresses(line: &str) -> String {
 fn placeholders(records: &Dump) -> BTreeSet<String> {
     records["default"]
         .iter()
-        .filter(|(_, r)| r.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty()))
+        .filter(|(_, r)| r.is_placeholder())
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -114,11 +82,8 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
     for venv in VENVS {
         let ours = hostile_at_odd_path();
         let theirs = hostile_at_odd_path();
-        let (_guard, tmpdir) = odd_tmpdir();
-        let run = ours
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", &tmpdir)
-            .run();
+        let tmpdir = odd_tmpdir();
+        let run = tmpdir.testmon_run(&ours, venv, &["-n", "2"], &[]).run();
         let single = theirs.pytest(venv, &[]).run();
         let what = format!("{venv:?}, first run");
         assert_no_panic_or_traceback(&run, &what);
@@ -162,7 +127,7 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
         assert!(run.stdout.contains("the last line of the output"), "{what}");
         assert_same_records(&dump(&ours.datafile()), &dump(&theirs.datafile()), &what);
         assert!(placeholders(&dump(&ours.datafile())).is_empty(), "{what}");
-        assert_clean(&tmpdir, &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
 
         // An edit: every test that reached `calc.label` (odd ids, the unicode file) is
         // selected again, and the failing ones, as testmon always reruns them.
@@ -173,10 +138,7 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
                 "return \"<\" + text + \">\"",
             );
         }
-        let run = ours
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", &tmpdir)
-            .run();
+        let run = tmpdir.testmon_run(&ours, venv, &["-n", "2"], &[]).run();
         let single = theirs.pytest(venv, &[]).run();
         let what = format!("{venv:?}, after editing calc.label");
         assert_no_panic_or_traceback(&run, &what);
@@ -185,7 +147,7 @@ fn hostile_tests_at_an_odd_path_run_and_record_as_in_one_pytest() {
         assert_eq!(run.ran.len(), 11 + 1 + 4, "{what}: {:?}", run.ran);
         assert_eq!(counts(&run), counts(&single), "{what}");
         assert_same_records(&dump(&ours.datafile()), &dump(&theirs.datafile()), &what);
-        assert_clean(&tmpdir, &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
     }
 }
 
@@ -196,12 +158,9 @@ fn megabytes_and_import_time_prints_stream_whole_lines_with_s() {
     let venv = Venv::Testmon22;
     let ours = Project::copy("hostile");
     let theirs = Project::copy("hostile");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let args = ["-s", "tests/test_output.py"];
-    let run = ours
-        .testmon_run(venv, &["-n", "2"], &args)
-        .env("TMPDIR", tmpdir.path())
-        .run();
+    let run = tmpdir.testmon_run(&ours, venv, &["-n", "2"], &args).run();
     let single = theirs.pytest(venv, &args).run();
     assert_no_panic_or_traceback(&run, "-s");
     assert_eq!(run.code(), 1, "{}", run.output());
@@ -230,7 +189,7 @@ fn megabytes_and_import_time_prints_stream_whole_lines_with_s() {
         count_lines(&run.stdout, |l| tagged(l) && l.ends_with(&o_line)),
         1
     );
-    assert_clean(tmpdir.path(), "-s", &run);
+    tmpdir.assert_clean("-s", &run.output());
 }
 
 /// `crashers/test_exit.py` calls os._exit(0). A single pytest process ends right there,
@@ -252,10 +211,9 @@ fn os_exit_in_a_test_is_an_error_and_the_rest_runs_and_is_recorded() {
         assert_eq!(single.ran.len(), 1, "{venv:?}: {:?}", single.ran);
 
         let project = Project::copy("hostile");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &args)
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&project, venv, &["-n", "2"], &args)
             .run();
         let what = format!("{venv:?}: os._exit(0)");
         assert_no_panic_or_traceback(&run, &what);
@@ -304,14 +262,14 @@ fn reported(run: &Run) -> usize {
 /// that next run and what it should have run.
 fn assert_crash_recorded(
     project: &Project,
-    tmpdir: &tempfile::TempDir,
+    tmpdir: &Sandbox,
     venv: Venv,
     args: &[&str],
     (run, collected): (&Run, usize),
     crashed: &str,
     what: &str,
 ) -> (Run, BTreeSet<String>) {
-    assert_clean(tmpdir.path(), what, run);
+    tmpdir.assert_clean(what, &run.output());
     let records = dump(&project.datafile());
     let tests = &records["default"];
     let names: BTreeSet<String> = tests.keys().cloned().collect();
@@ -338,10 +296,7 @@ fn assert_crash_recorded(
         placeholders.iter().all(|n| n == crashed),
         "{what}: tests without their records: {placeholders:?}"
     );
-    let again = project
-        .testmon_run(venv, &["-n", "2"], args)
-        .env("TMPDIR", tmpdir.path())
-        .run();
+    let again = tmpdir.testmon_run(project, venv, &["-n", "2"], args).run();
     let expected: BTreeSet<String> = placeholders.union(&failed).cloned().collect();
     assert_eq!(
         selected(&again),
@@ -361,10 +316,9 @@ fn a_test_writing_to_the_workers_socket_is_reported_and_the_rest_runs() {
     let args = ["tests/test_ids.py", "crashers/test_socket.py"];
     for venv in VENVS {
         let project = Project::copy("hostile");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &args)
-            .env("TMPDIR", tmpdir.path())
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&project, venv, &["-n", "2"], &args)
             .run();
         let what = format!("{venv:?}: garbage on the socket");
         assert_no_panic_or_traceback(&run, &what);
@@ -401,11 +355,10 @@ fn a_test_writing_to_the_workers_socket_is_reported_and_the_rest_runs() {
 fn garbage_is_blamed_on_the_test_that_wrote_it() {
     let venv = Venv::Testmon22;
     let project = Project::copy("hostile");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let args = ["tests/test_ids.py", "crashers/test_socket.py"];
-    let run = project
-        .testmon_run(venv, &["-n", "2"], &args)
-        .env("TMPDIR", tmpdir.path())
+    let run = tmpdir
+        .testmon_run(&project, venv, &["-n", "2"], &args)
         .run();
     assert_eq!(run.code(), 3, "{}", run.output());
     assert!(
@@ -426,7 +379,7 @@ fn garbage_is_blamed_on_the_test_that_wrote_it() {
     );
     assert_eq!(run.ran.len(), 15, "every test ran: {:?}", run.ran);
     assert_eq!(counts(&run), "1 failed, 13 passed, 1 error");
-    assert_clean(tmpdir.path(), "garbage", &run);
+    tmpdir.assert_clean("garbage", &run.output());
 }
 
 /// `crashers/test_fork_forget.py` forks and the child goes on running the session, with the
@@ -456,16 +409,16 @@ fn a_forked_child_that_goes_on_does_not_confuse_the_run() {
         assert_eq!(copy, "1 failed, 20 passed", "{}", single.output());
     }
     let project = Project::copy("hostile");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let report = tmpdir.path().join("report.json");
     let report_arg = report.to_str().unwrap();
     // loadfile: the fork's module on one worker, the tests after the fork held by it.
-    let mut builder = project.testmon_run(
+    let builder = tmpdir.testmon_run(
+        &project,
         venv,
         &["-n", "2", "--dist", "loadfile", "--json-report", report_arg],
         &args,
     );
-    builder.env("TMPDIR", tmpdir.path());
     let start = Instant::now();
     let run = builder.run();
     assert!(
@@ -488,7 +441,7 @@ fn a_forked_child_that_goes_on_does_not_confuse_the_run() {
     assert_eq!(run.code(), 1, "{}", run.output());
     assert!(placeholders(&dump(&project.datafile())).is_empty());
     std::fs::remove_file(&report).unwrap();
-    assert_clean(tmpdir.path(), "fork", &run);
+    tmpdir.assert_clean("fork", &run.output());
 }
 
 /// `crashers/test_fork_linger.py` forks a child that outlives its test by 30 s, holding the
@@ -499,12 +452,11 @@ fn a_forked_child_that_goes_on_does_not_confuse_the_run() {
 fn a_lingering_forked_child_does_not_outlive_the_run() {
     let venv = Venv::Testmon22;
     let project = Project::copy("hostile");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     let args = ["tests/test_ünï.py", "crashers/test_fork_linger.py"];
     let start = Instant::now();
-    let run = project
-        .testmon_run(venv, &["-n", "2"], &args)
-        .env("TMPDIR", tmpdir.path())
+    let run = tmpdir
+        .testmon_run(&project, venv, &["-n", "2"], &args)
         .run();
     // Not waiting for the child.
     assert!(
@@ -514,7 +466,7 @@ fn a_lingering_forked_child_does_not_outlive_the_run() {
     );
     assert_eq!(run.code(), 0, "{}", run.output());
     assert_eq!(counts(&run), "2 passed");
-    assert_clean(tmpdir.path(), "lingering child", &run);
+    tmpdir.assert_clean("lingering child", &run.output());
 }
 
 /// `crashers/test_cwd_deleted.py` moves into a directory it deletes; coverage, restarted by
@@ -532,11 +484,10 @@ fn an_internal_error_in_a_teardown_keeps_the_tests_reports() {
     assert!(single.stderr.contains("INTERNALERROR") || single.stdout.contains("INTERNALERROR"));
     assert_eq!(counts(&single), "1 failed, 3 passed, 1 warning");
     let project = Project::copy("hostile");
-    let tmpdir = fresh_tmpdir();
+    let tmpdir = Sandbox::fresh();
     // loadfile: the cwd module's tests run on one worker, in order.
-    let run = project
-        .testmon_run(venv, &["-n", "2", "--dist", "loadfile"], &args)
-        .env("TMPDIR", tmpdir.path())
+    let run = tmpdir
+        .testmon_run(&project, venv, &["-n", "2", "--dist", "loadfile"], &args)
         .run();
     assert!(run.stderr.contains("INTERNALERROR"), "{}", run.output());
     assert!(
@@ -547,7 +498,7 @@ fn an_internal_error_in_a_teardown_keeps_the_tests_reports() {
     );
     assert_eq!(counts(&run), counts(&single), "{}", run.output());
     assert_eq!(run.code(), 3);
-    assert_clean(tmpdir.path(), "deleted cwd", &run);
+    tmpdir.assert_clean("deleted cwd", &run.output());
 }
 
 /// Whether this process runs as root, whom file modes do not stop from writing.
@@ -596,7 +547,6 @@ impl ReadOnly {
 
     /// Runs a command (as `Cmd::run` does: with `-p ran_log`) inside the read-only tree.
     fn run(&self, cmd: &Cmd) -> Run {
-        let log = tempfile::NamedTempFile::new().unwrap();
         let inner = cmd.command();
         let mut outer = if is_root() {
             let mut c = Command::new("unshare");
@@ -607,7 +557,7 @@ impl ReadOnly {
         } else {
             Command::new(inner.get_program())
         };
-        outer.args(inner.get_args()).args(["-p", "ran_log"]);
+        outer.args(inner.get_args());
         outer.current_dir(&self.root);
         for (key, value) in inner.get_envs() {
             match value {
@@ -615,12 +565,7 @@ impl ReadOnly {
                 None => outer.env_remove(key),
             };
         }
-        outer
-            .env("PYTHONPATH", repo().join("tests/support"))
-            .env("RAN_LOG", log.path());
-        let mut run = run_with_timeout(outer);
-        run.ran = ran_log(log.path());
-        run
+        run_recording(outer)
     }
 }
 
@@ -668,7 +613,7 @@ struct ReadOnlyTwins {
     ours: Project,
     theirs: Project,
     data: tempfile::TempDir,
-    tmpdir: tempfile::TempDir,
+    tmpdir: Sandbox,
 }
 
 impl ReadOnlyTwins {
@@ -683,7 +628,7 @@ impl ReadOnlyTwins {
             ours,
             theirs,
             data,
-            tmpdir: fresh_tmpdir(),
+            tmpdir: Sandbox::fresh(),
         })
     }
 
@@ -695,9 +640,10 @@ impl ReadOnlyTwins {
     }
 
     fn run_both(&self, venv: Venv, pytest_args: &[&str]) -> (Run, Run) {
-        let mut cmd = self.ours.testmon_run(venv, &["-n", "2"], pytest_args);
-        cmd.env("TMPDIR", self.tmpdir.path())
-            .env("TESTMON_DATAFILE", self.datafile("ours"));
+        let mut cmd = self
+            .tmpdir
+            .testmon_run(&self.ours, venv, &["-n", "2"], pytest_args);
+        cmd.env("TESTMON_DATAFILE", self.datafile("ours"));
         let run = self.ours_ro.run(&cmd);
         let mut cmd = self.theirs.pytest(venv, pytest_args);
         cmd.env("TESTMON_DATAFILE", self.datafile("theirs"));
@@ -740,7 +686,7 @@ fn a_read_only_project_records_in_a_datafile_elsewhere() {
             &what,
         );
         assert!(!twins.ours.datafile().exists());
-        assert_clean(twins.tmpdir.path(), &what, &run);
+        twins.tmpdir.assert_clean(&what, &run.output());
 
         let (run, single) = twins.run_both(venv, &PASSING);
         let what = format!("{venv:?}: read-only, second run");
@@ -756,7 +702,7 @@ fn a_read_only_project_records_in_a_datafile_elsewhere() {
             "{what}\n{}",
             run.output()
         );
-        assert_clean(twins.tmpdir.path(), &what, &run);
+        twins.tmpdir.assert_clean(&what, &run.output());
     }
 }
 
@@ -795,7 +741,7 @@ fn a_read_only_project_exits_as_pytest_does() {
                 &dump(&twins.datafile("theirs")),
                 &what,
             );
-            assert_clean(twins.tmpdir.path(), &what, &run);
+            twins.tmpdir.assert_clean(&what, &run.output());
         }
     }
 }
@@ -829,9 +775,8 @@ fn a_read_only_project_without_a_datafile_elsewhere_is_one_clear_error() {
     let Some(read_only) = ReadOnly::new(&project.root) else {
         return;
     };
-    let tmpdir = fresh_tmpdir();
-    let mut cmd = project.testmon_run(venv, &["-n", "2"], &PASSING);
-    cmd.env("TMPDIR", tmpdir.path());
+    let tmpdir = Sandbox::fresh();
+    let cmd = tmpdir.testmon_run(&project, venv, &["-n", "2"], &PASSING);
     let run = read_only.run(&cmd);
     assert_no_panic_or_traceback(&run, "datafile in a read-only tree");
     assert_eq!(run.code(), 3, "{}", run.output());
@@ -844,7 +789,7 @@ fn a_read_only_project_without_a_datafile_elsewhere_is_one_clear_error() {
         run.output()
     );
     assert!(run.ran.is_empty());
-    assert_clean(tmpdir.path(), "datafile in a read-only tree", &run);
+    tmpdir.assert_clean("datafile in a read-only tree", &run.output());
 }
 
 /// `python -m pytest` puts the current directory first on sys.path, so the `foreign_worker`
@@ -887,13 +832,12 @@ fn a_worker_of_another_build_or_speaking_garbage_is_a_clear_error() {
     ];
     for (scenario, venv, expected) in cases {
         let project = Project::copy("foreign_worker");
-        let tmpdir = fresh_tmpdir();
-        let mut cmd = Cmd::new(BIN, &project.root);
+        let tmpdir = Sandbox::fresh();
+        let mut cmd = tmpdir.testmon_run_in(&project.root);
         cmd.args(["-n", "2", "--"])
             .arg(venv.python())
             .args(["-m", "pytest", "--testmon"])
-            .env("FOREIGN_WORKER", scenario)
-            .env("TMPDIR", tmpdir.path());
+            .env("FOREIGN_WORKER", scenario);
         let start = Instant::now();
         let run = cmd.run_plain();
         let what = format!("{scenario} ({venv:?})");
@@ -913,6 +857,6 @@ fn a_worker_of_another_build_or_speaking_garbage_is_a_clear_error() {
         }
         assert_eq!(counts(&run), "no tests ran", "{what}\n{}", run.output());
         assert_eq!(run.code(), 3, "{what}\n{}", run.output());
-        assert_clean(tmpdir.path(), &what, &run);
+        tmpdir.assert_clean(&what, &run.output());
     }
 }

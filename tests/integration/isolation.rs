@@ -132,7 +132,7 @@ fn workers_start_with_sigint_default_and_unblocked_whatever_was_inherited() {
              signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n\
              os.execv(sys.argv[1], sys.argv[1:])",
         )
-        .arg(env!("CARGO_BIN_EXE_testmon-run"))
+        .arg(BIN)
         .args(["-n", "2", "--"])
         .arg(Venv::Testmon22.pytest())
         .arg("--testmon")
@@ -180,7 +180,7 @@ fn n_in_addopts_does_not_start_xdist_in_workers() {
 fn without_testmon_tests_run_in_parallel_and_no_database_appears() {
     for venv in VENVS {
         let project = Project::copy("isolation");
-        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &project.root);
+        let mut cmd = Cmd::new(BIN, &project.root);
         cmd.args(["-n", "2", "--"]).arg(venv.pytest());
         let run = cmd.run();
         assert_eq!(run.code(), 0, "{}", run.output());

@@ -3,7 +3,7 @@
 //! answer when nothing changed after a green run. Everything it depends on, changed, makes
 //! the run go through pytest again.
 
-use crate::parity::{check_fast_path, settle, STEPS};
+use crate::parity::{check_fast_path, STEPS};
 use crate::support::*;
 
 /// The two deliberate failures of the `proj` fixture fixed: every step is green.
@@ -251,11 +251,15 @@ fn selection_off_file_arguments_stepwise_and_junit_never_take_the_fast_path() {
 /// Runs keeping the run directory; returns the run and whether the probe ran (its answer,
 /// probe.json, is in the run directory).
 fn run_probed(project: &Project, site: &std::path::Path) -> (Run, bool) {
-    let tmpdir = fresh_tmpdir();
-    let run = project
-        .testmon_run(Venv::Testmon22, &["-n", "2", "--keep-run-dir"], &[])
+    let tmpdir = Sandbox::fresh();
+    let run = tmpdir
+        .testmon_run(
+            project,
+            Venv::Testmon22,
+            &["-n", "2", "--keep-run-dir"],
+            &[],
+        )
         .env("PYTHONPATH", site)
-        .env("TMPDIR", tmpdir.path())
         .run_plain();
     let kept: Vec<String> = entries(tmpdir.path());
     let probed = match kept.as_slice() {

@@ -187,12 +187,6 @@ pub fn check_fast_path(step: &str, ours: &Run, theirs: &Run, pytest_args: &[&str
     }
 }
 
-/// A step runs well after the edits before it (as a person would): a file written within
-/// the last moments is never trusted as unchanged (manifest::RACY_NS).
-pub fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(100));
-}
-
 /// A few steps' selections, stated outright, so that parity cannot pass by both sides
 /// running everything (or nothing).
 fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) {

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::support::*;
 
@@ -45,33 +47,33 @@ fn start_until_passed(builder: &Cmd, count: usize) -> Started {
 fn passed_lines(seen: &[u8]) -> BTreeSet<String> {
     String::from_utf8_lossy(seen)
         .lines()
-        .filter_map(|l| l.strip_prefix("PASSED "))
-        .filter_map(|l| l.rsplit_once(" [gw").map(|(id, _)| id.to_string()))
+        .filter_map(passed_nodeid)
+        .map(String::from)
         .collect()
 }
 
-/// Waits (generously) until no worker of a run under `tmpdir` is alive.
-fn wait_workers_gone(tmpdir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !workers_alive(tmpdir).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(workers_alive(tmpdir).is_empty(), "workers left running");
+fn pid(child: &std::process::Child) -> Pid {
+    Pid::from_raw(child.id() as i32)
 }
 
-fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+fn signal(child: &std::process::Child, signal: Signal) {
+    nix::sys::signal::kill(pid(child), signal).unwrap();
+}
+
+/// The pids of the workers (and their children) of the runs under `tmpdir`.
+fn worker_pids(tmpdir: &Sandbox) -> Vec<Pid> {
+    workers_under(tmpdir.path())
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect()
 }
 
 #[test]
 fn a_crashed_worker_is_reported_replaced_and_the_rest_is_recorded() {
     for venv in VENVS {
         let project = Project::copy("crash");
-        let tmpdir = fresh_tmpdir();
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", tmpdir.path())
-            .run();
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir.testmon_run(&project, venv, &["-n", "2"], &[]).run();
         // The crash is the test's error; every other test ran: pytest's "tests failed".
         assert_eq!(run.code(), 1, "{venv:?}\n{}", run.output());
         assert!(
@@ -105,24 +107,13 @@ fn a_crashed_worker_is_reported_replaced_and_the_rest_is_recorded() {
                     .unwrap_or_else(|| panic!("{test} not recorded"));
                 assert_eq!(record.failed, Some(0), "{test}");
                 assert!(
-                    record
-                        .fingerprints
-                        .iter()
-                        .any(|(_, fsha, _)| !fsha.is_empty()),
+                    !record.is_placeholder(),
                     "{venv:?}: {test} has no real fingerprint: {record:?}"
                 );
             }
         }
-        assert!(
-            entries(tmpdir.path()).is_empty(),
-            "left behind: {:?}",
-            entries(tmpdir.path())
-        );
-        assert!(workers_alive(tmpdir.path()).is_empty());
-        let again = project
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", tmpdir.path())
-            .run();
+        tmpdir.assert_clean(&format!("{venv:?}"), &run.output());
+        let again = tmpdir.testmon_run(&project, venv, &["-n", "2"], &[]).run();
         let expected: BTreeSet<String> = ["tests/test_crash.py::test_dies".to_string()].into();
         assert_eq!(again.ran, expected, "{}", again.output());
     }
@@ -132,10 +123,9 @@ fn a_crashed_worker_is_reported_replaced_and_the_rest_is_recorded() {
 fn a_test_past_timeout_is_an_error_and_its_worker_is_replaced() {
     let venv = Venv::Testmon22;
     let project = Project::copy("faulty");
-    let tmpdir = fresh_tmpdir();
-    let run = project
-        .testmon_run(venv, &["-n", "2", "--timeout", "3"], &[])
-        .env("TMPDIR", tmpdir.path())
+    let tmpdir = Sandbox::fresh();
+    let run = tmpdir
+        .testmon_run(&project, venv, &["-n", "2", "--timeout", "3"], &[])
         .env("FAULTY_HANG", "1")
         .run();
     assert_eq!(run.code(), 1, "{}", run.output());
@@ -152,17 +142,9 @@ fn a_test_past_timeout_is_an_error_and_its_worker_is_replaced() {
         "{}",
         run.summary()
     );
-    assert!(workers_alive(tmpdir.path()).is_empty());
-    assert!(
-        entries(tmpdir.path()).is_empty(),
-        "{:?}",
-        entries(tmpdir.path())
-    );
+    tmpdir.assert_clean("timeout", &run.output());
     // Recorded as failed: selected again, and nothing else.
-    let again = project
-        .testmon_run(venv, &["-n", "2"], &[])
-        .env("TMPDIR", tmpdir.path())
-        .run();
+    let again = tmpdir.testmon_run(&project, venv, &["-n", "2"], &[]).run();
     assert_eq!(again.code(), 0, "{}", again.output());
     let expected: BTreeSet<String> = ["tests/test_faulty.py::test_hang".to_string()].into();
     assert_eq!(again.ran, expected, "{}", again.output());
@@ -172,10 +154,14 @@ fn a_test_past_timeout_is_an_error_and_its_worker_is_replaced() {
 fn crashes_past_max_worker_restart_leave_tests_not_run_and_exit_3() {
     let venv = Venv::Testmon22;
     let project = Project::copy("faulty");
-    let tmpdir = fresh_tmpdir();
-    let run = project
-        .testmon_run(venv, &["-n", "2", "--max-worker-restart", "1"], &[])
-        .env("TMPDIR", tmpdir.path())
+    let tmpdir = Sandbox::fresh();
+    let run = tmpdir
+        .testmon_run(
+            &project,
+            venv,
+            &["-n", "2", "--max-worker-restart", "1"],
+            &[],
+        )
         .env("FAULTY_CRASH", "1")
         .run();
     assert_eq!(run.code(), 3, "{}", run.output());
@@ -196,12 +182,7 @@ fn crashes_past_max_worker_restart_leave_tests_not_run_and_exit_3() {
         "{}",
         run.output()
     );
-    assert!(workers_alive(tmpdir.path()).is_empty());
-    assert!(
-        entries(tmpdir.path()).is_empty(),
-        "{:?}",
-        entries(tmpdir.path())
-    );
+    tmpdir.assert_clean("--max-worker-restart", &run.output());
 }
 
 #[test]
@@ -229,20 +210,15 @@ fn differing_collections_warn_and_run_each_test_once() {
 fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
     for venv in VENVS {
         let project = Project::copy("slow");
-        let tmpdir = fresh_tmpdir();
+        let tmpdir = Sandbox::fresh();
         // -v: a line per finished test to wait for.
-        let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
-        builder.env("TMPDIR", tmpdir.path());
+        let builder = tmpdir.testmon_run(&project, venv, &["-n", "2"], &["-v"]);
         let Started {
             mut child,
             mut stdout,
             seen,
         } = start_until_passed(&builder, 4);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        signal(&child, Signal::SIGINT);
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).unwrap();
         let status = child.wait().unwrap();
@@ -279,19 +255,9 @@ fn ctrl_c_stops_the_workers_keeps_what_finished_and_exits_2() {
             .count();
         // Every test reported as passed is recorded with its fingerprint.
         assert_eq!(recorded, finished, "{venv:?}: tests recorded\n{output}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !workers_alive(tmpdir.path()).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            workers_alive(tmpdir.path()).is_empty(),
-            "workers left running"
-        );
-        assert!(
-            entries(tmpdir.path()).is_empty(),
-            "left behind: {:?}",
-            entries(tmpdir.path())
-        );
+        let what = format!("{venv:?}: Ctrl-C");
+        tmpdir.assert_no_processes(Duration::from_secs(10), &what);
+        tmpdir.assert_clean(&what, &output);
     }
 }
 
@@ -330,7 +296,7 @@ fn wait_with_deadline(
 }
 
 /// A process's state letter from /proc (R, S, T, Z, ...); None when it is gone.
-fn proc_state(pid: u32) -> Option<char> {
+fn proc_state(pid: Pid) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ")?.1.chars().next()
 }
@@ -347,28 +313,27 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
     for venv in VENVS {
         let project = Project::copy("slow");
-        let tmpdir = fresh_tmpdir();
-        let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
-        builder.env("TMPDIR", tmpdir.path());
+        let tmpdir = Sandbox::fresh();
+        let builder = tmpdir.testmon_run(&project, venv, &["-n", "2"], &["-v"]);
         let Started {
             mut child, seen, ..
         } = start_until_passed(&builder, 4);
-        assert!(!workers_alive(tmpdir.path()).is_empty());
-        signal(&child, nix::sys::signal::Signal::SIGKILL);
+        assert!(!worker_pids(&tmpdir).is_empty());
+        signal(&child, Signal::SIGKILL);
         child.wait().unwrap();
         let reported = passed_lines(&seen);
         // Its workers notice and end by themselves; the run directory stays behind.
-        wait_workers_gone(tmpdir.path());
+        tmpdir.assert_no_processes(
+            Duration::from_secs(60),
+            &format!("{venv:?}: the workers of a killed supervisor end by themselves"),
+        );
         assert_eq!(
             entries(tmpdir.path()).len(),
             1,
             "{:?}",
             entries(tmpdir.path())
         );
-        let again = project
-            .testmon_run(venv, &["-n", "2"], &[])
-            .env("TMPDIR", tmpdir.path())
-            .run();
+        let again = tmpdir.testmon_run(&project, venv, &["-n", "2"], &[]).run();
         assert_eq!(again.code(), 0, "{venv:?}: {}", again.output());
         assert!(
             again.stderr.lines().any(|l| {
@@ -391,11 +356,7 @@ fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
             "{venv:?}: {}",
             again.output()
         );
-        assert!(
-            entries(tmpdir.path()).is_empty(),
-            "{:?}",
-            entries(tmpdir.path())
-        );
+        tmpdir.assert_clean(&format!("{venv:?}: the run after"), &again.output());
         assert_integrity(&project.datafile(), &format!("{venv:?}"));
     }
 }
@@ -404,20 +365,19 @@ fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
 fn ctrl_z_stops_the_workers_too_and_fg_resumes_the_run() {
     let venv = Venv::Testmon22;
     let project = Project::copy("slow");
-    let tmpdir = fresh_tmpdir();
-    let mut builder = project.testmon_run(venv, &["-n", "2"], &["-v"]);
-    builder.env("TMPDIR", tmpdir.path());
+    let tmpdir = Sandbox::fresh();
+    let builder = tmpdir.testmon_run(&project, venv, &["-n", "2"], &["-v"]);
     let Started {
         mut child,
         mut stdout,
         seen,
     } = start_until_passed(&builder, 2);
-    let workers = workers_alive(tmpdir.path());
+    let workers = worker_pids(&tmpdir);
     assert_eq!(workers.len(), 2, "{workers:?}");
-    signal(&child, nix::sys::signal::Signal::SIGTSTP);
-    let pid = child.id();
+    signal(&child, Signal::SIGTSTP);
+    let supervisor = pid(&child);
     wait_for("everything stopped", || {
-        std::iter::once(pid)
+        std::iter::once(supervisor)
             .chain(workers.iter().copied())
             .all(|p| proc_state(p) == Some('T'))
     });
@@ -426,7 +386,7 @@ fn ctrl_z_stops_the_workers_too_and_fg_resumes_the_run() {
     for &p in &workers {
         assert_eq!(proc_state(p), Some('T'), "worker {p}");
     }
-    signal(&child, nix::sys::signal::Signal::SIGCONT);
+    signal(&child, Signal::SIGCONT);
     wait_for("the workers running again", || {
         workers.iter().all(|&p| proc_state(p) != Some('T'))
     });
@@ -442,17 +402,21 @@ fn ctrl_z_stops_the_workers_too_and_fg_resumes_the_run() {
 fn workers_deaf_to_ctrl_c_are_killed_after_the_grace_period() {
     let venv = Venv::Testmon22;
     let project = Project::copy("faulty");
-    let tmpdir = fresh_tmpdir();
-    let mut builder =
-        project.testmon_run(venv, &["-n", "1", "--grace-period", "2"], &["-k", "deaf"]);
-    builder.env("TMPDIR", tmpdir.path()).env("FAULTY_DEAF", "1");
+    let tmpdir = Sandbox::fresh();
+    let mut builder = tmpdir.testmon_run(
+        &project,
+        venv,
+        &["-n", "1", "--grace-period", "2"],
+        &["-k", "deaf"],
+    );
+    builder.env("FAULTY_DEAF", "1");
     let mut cmd = builder.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     // The test has started once its worker ignores SIGINT (bit 2 of SigIgn).
-    let ignores_sigint = |pid: u32| {
+    let ignores_sigint = |pid: Pid| {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -463,9 +427,9 @@ fn workers_deaf_to_ctrl_c_are_killed_after_the_grace_period() {
             .is_some_and(|mask| mask & 0b10 != 0)
     };
     wait_for("the deaf test", || {
-        workers_alive(tmpdir.path()).into_iter().any(ignores_sigint)
+        worker_pids(&tmpdir).into_iter().any(ignores_sigint)
     });
-    signal(&child, nix::sys::signal::Signal::SIGINT);
+    signal(&child, Signal::SIGINT);
     // Without the grace period the test would sleep ten minutes.
     let status = wait_with_deadline(&mut child, TIMEOUT);
     let mut out = String::new();
@@ -476,10 +440,5 @@ fn workers_deaf_to_ctrl_c_are_killed_after_the_grace_period() {
         .read_to_string(&mut out)
         .unwrap();
     assert_eq!(status.code(), Some(2), "{out}");
-    assert!(workers_alive(tmpdir.path()).is_empty());
-    assert!(
-        entries(tmpdir.path()).is_empty(),
-        "{:?}",
-        entries(tmpdir.path())
-    );
+    tmpdir.assert_clean("deaf to Ctrl-C", &out);
 }

@@ -1,5 +1,7 @@
-//! A small builder for running testmon-run and single-process pytest on a copy of a fixture
-//! project, and a canonical dump of testmon's database.
+//! The integration tests' shared helpers: a small builder for running testmon-run and
+//! single-process pytest on a copy of a fixture project, a canonical dump of testmon's
+//! database, a sandbox TMPDIR for testmon-run and the checks that a run left nothing behind
+//! in it (no run directory, no process).
 
 #![allow(dead_code)]
 
@@ -9,6 +11,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+/// testmon-run, the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_testmon-run");
 
 /// Generous: CI machines are slow and shared; a hang still ends the test.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
@@ -122,7 +129,7 @@ impl Project {
 
     /// `testmon-run ARGS -- <venv>/bin/pytest --testmon PYTEST_ARGS`
     pub fn testmon_run(&self, venv: Venv, args: &[&str], pytest_args: &[&str]) -> Cmd {
-        let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_testmon-run"), &self.root);
+        let mut cmd = Cmd::new(BIN, &self.root);
         cmd.args(args)
             .arg("--")
             .arg(venv.pytest())
@@ -257,16 +264,10 @@ impl Cmd {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).current_dir(&self.cwd);
-        // A clean, deterministic environment for pytest and testmon.
-        for key in [
-            "TESTMON_DATAFILE",
-            "PYTEST_ADDOPTS",
-            "PYTEST_XDIST_AUTO_NUM_WORKERS",
-            "COLUMNS",
-        ] {
+        for key in ENV_REMOVED {
             cmd.env_remove(key);
         }
-        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd.env(ENV_ADDED.0, ENV_ADDED.1);
         // testmon-run's cache (probe answers, no-op state) kept out of the user's home.
         cmd.env("TESTMON_RUN_CACHE_DIR", cache_dir());
         for (key, value) in &self.env {
@@ -280,29 +281,47 @@ impl Cmd {
 
     /// Runs to completion (or the timeout), with `-p ran_log` recording the tests that start.
     pub fn run(&self) -> Run {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let support = repo().join("tests/support");
-        let mut cmd = self.command();
-        let pythonpath = match std::env::var_os("PYTHONPATH") {
-            Some(p) if !p.is_empty() => {
-                let mut v = support.into_os_string();
-                v.push(":");
-                v.push(p);
-                v
-            }
-            _ => support.into_os_string(),
-        };
-        cmd.env("PYTHONPATH", pythonpath).env("RAN_LOG", log.path());
-        cmd.arg("-p").arg("ran_log");
-        let mut run = run_with_timeout(cmd);
-        run.ran = ran_log(log.path());
-        run
+        run_recording(self.command())
     }
 
     /// Runs exactly as built, without the ran_log plugin.
     pub fn run_plain(&self) -> Run {
         run_with_timeout(self.command())
     }
+}
+
+/// Removed from every command's environment (`Cmd::command`), for a clean, deterministic
+/// environment for pytest and testmon: each would change what pytest or testmon does.
+pub const ENV_REMOVED: [&str; 4] = [
+    "TESTMON_DATAFILE",
+    "PYTEST_ADDOPTS",
+    "PYTEST_XDIST_AUTO_NUM_WORKERS",
+    "COLUMNS",
+];
+
+/// Set in every command's environment (`Cmd::command`): no `__pycache__` in the projects.
+pub const ENV_ADDED: (&str, &str) = ("PYTHONDONTWRITEBYTECODE", "1");
+
+/// Runs `cmd` (a pytest command, or a command that ends in one) to completion (or the
+/// timeout) with `-p ran_log` added, tests/support on its PYTHONPATH and $RAN_LOG set, so that
+/// `Run::ran` holds the tests that started.
+pub fn run_recording(mut cmd: Command) -> Run {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let support = repo().join("tests/support");
+    let pythonpath = match std::env::var_os("PYTHONPATH") {
+        Some(p) if !p.is_empty() => {
+            let mut v = support.into_os_string();
+            v.push(":");
+            v.push(p);
+            v
+        }
+        _ => support.into_os_string(),
+    };
+    cmd.env("PYTHONPATH", pythonpath).env("RAN_LOG", log.path());
+    cmd.arg("-p").arg("ran_log");
+    let mut run = run_with_timeout(cmd);
+    run.ran = ran_log(log.path());
+    run
 }
 
 pub fn run_with_timeout(mut cmd: Command) -> Run {
@@ -357,6 +376,20 @@ impl TestRecord {
             .iter()
             .map(|(f, _, _)| f.as_str())
             .collect()
+    }
+
+    /// testmon's "not yet run" placeholder: no fingerprint with a file hash (fsha).
+    pub fn is_placeholder(&self) -> bool {
+        self.fingerprints.iter().all(|(_, fsha, _)| fsha.is_empty())
+    }
+
+    /// Real fingerprints: at least one, and each with a file hash (fsha).
+    pub fn has_real_fingerprints(&self) -> bool {
+        !self.fingerprints.is_empty()
+            && self
+                .fingerprints
+                .iter()
+                .all(|(_, fsha, _)| !fsha.is_empty())
     }
 }
 
@@ -548,7 +581,6 @@ pub fn assert_same_ran(parallel: &Run, single: &Run, step: &str) {
     );
 }
 
-/// A fresh directory to be the command's TMPDIR, where testmon-run makes its run directory.
 /// The run was answered by the no-op fast path (its header names no workers).
 pub fn answered_fast(run: &Run) -> bool {
     run.output().contains(": no workers, pytest")
@@ -560,11 +592,103 @@ pub fn cache_dir() -> PathBuf {
     repo().join("target/test-cache")
 }
 
+/// A fresh temporary directory, removed when dropped. For testmon-run's TMPDIR, see `Sandbox`.
 pub fn fresh_tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("testmon-run-it-tmpdir-")
         .tempdir()
         .unwrap()
+}
+
+/// A fresh, empty directory to be testmon-run's TMPDIR, where it makes its run directory;
+/// removed when dropped. The commands built here run with TMPDIR set to it; what a run leaves
+/// there, and the processes whose environment names it, are what `assert_clean` looks for.
+pub struct Sandbox {
+    _guard: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Sandbox {
+    /// A TMPDIR of its own, empty.
+    pub fn fresh() -> Sandbox {
+        let guard = fresh_tmpdir();
+        let path = guard.path().to_path_buf();
+        Sandbox {
+            _guard: guard,
+            path,
+        }
+    }
+
+    /// A TMPDIR named `name` (created), in a fresh directory of its own: for odd paths.
+    pub fn fresh_at(name: &str) -> Sandbox {
+        let guard = fresh_tmpdir();
+        let path = guard.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        Sandbox {
+            _guard: guard,
+            path,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `project.testmon_run(venv, args, pytest_args)`, with TMPDIR set to this directory.
+    pub fn testmon_run(
+        &self,
+        project: &Project,
+        venv: Venv,
+        args: &[&str],
+        pytest_args: &[&str],
+    ) -> Cmd {
+        let mut cmd = project.testmon_run(venv, args, pytest_args);
+        cmd.env("TMPDIR", &self.path);
+        cmd
+    }
+
+    /// `testmon-run` in `cwd`, with TMPDIR set to this directory and no argument yet: all of
+    /// them (the command after `--` included) as the test gives them.
+    pub fn testmon_run_in(&self, cwd: &Path) -> Cmd {
+        let mut cmd = Cmd::new(BIN, cwd);
+        cmd.env("TMPDIR", &self.path);
+        cmd
+    }
+
+    /// Nothing is left behind: nothing in TMPDIR (no `testmon-run-*` run directory, nor
+    /// anything else; the fixture projects use no `tmp_path`, so pytest itself puts nothing
+    /// there either), and no process of a run under it alive (see `processes_under`).
+    /// `output` is the run's, shown when it fails.
+    pub fn assert_clean(&self, what: &str, output: &str) {
+        let left = entries(&self.path);
+        assert!(
+            left.is_empty(),
+            "{what}: left in TMPDIR {}: {left:?}\n{output}",
+            self.path.display()
+        );
+        let alive = processes_under(&self.path);
+        assert!(
+            alive.is_empty(),
+            "{what}: processes of the run left running: {alive:?}\n{output}"
+        );
+    }
+
+    /// No process of a run under this TMPDIR (see `processes_under`) is alive, or is within
+    /// `within`.
+    pub fn assert_no_processes(&self, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let alive = processes_under(&self.path);
+            if alive.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: workers (or the probe) still alive after {within:?}: {alive:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// The names in a directory, sorted.
@@ -597,22 +721,69 @@ pub fn counts(run: &Run) -> String {
     }
 }
 
-/// Processes whose environment names a run directory under `tmpdir`: our workers and
-/// anything they forked.
-pub fn workers_alive(tmpdir: &Path) -> Vec<u32> {
-    let needle = format!("TESTMON_RUN_DIR={}", tmpdir.display());
-    let mut pids = Vec::new();
+/// The node id in testmon-run's `-v` line `PASSED tests/x.py::t [gw1]`.
+pub fn passed_nodeid(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("PASSED ")?;
+    let (nodeid, worker) = rest.rsplit_once(" [")?;
+    worker.starts_with("gw").then_some(nodeid)
+}
+
+/// Neither stdout nor stderr shows a panic (testmon-run's) or a traceback (Python's).
+pub fn assert_no_panic_or_traceback(run: &Run, what: &str) {
+    for text in [&run.stdout, &run.stderr] {
+        assert!(
+            !text.contains("panicked") && !text.contains("Traceback"),
+            "{what}: a panic or a traceback\n{}",
+            run.output()
+        );
+    }
+}
+
+/// A step runs well after the edits before it (as a person would): a file written within
+/// the last moments is never trusted as unchanged (manifest::RACY_NS).
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// The processes of the runs under `tmpdir`, with their names, sorted: the workers (and
+/// anything they forked), whose environment names a run directory under `tmpdir`, by their
+/// `TESTMON_RUN_WORKER` name; and the probe, named `probe`.
+pub fn processes_under(tmpdir: &Path) -> Vec<(String, Pid)> {
+    let worker = format!("TESTMON_RUN_DIR={}", tmpdir.display());
+    let probe = format!("TESTMON_RUN_PROBE_OUT={}", tmpdir.display());
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            if String::from_utf8_lossy(&environ).contains(&needle) {
-                pids.push(pid);
-            }
-        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let environ = String::from_utf8_lossy(&environ);
+        let name = if environ.split('\0').any(|v| v.starts_with(&worker)) {
+            environ
+                .split('\0')
+                .find_map(|v| v.strip_prefix("TESTMON_RUN_WORKER="))
+                .unwrap_or("?")
+                .to_string()
+        } else if environ.split('\0').any(|v| v.starts_with(&probe)) {
+            "probe".to_string()
+        } else {
+            continue;
+        };
+        found.push((name, Pid::from_raw(pid)));
     }
-    pids
+    found.sort();
+    found
+}
+
+/// The workers (and anything they forked) of the runs under `tmpdir`: `processes_under`
+/// without the probe.
+pub fn workers_under(tmpdir: &Path) -> Vec<(String, Pid)> {
+    processes_under(tmpdir)
+        .into_iter()
+        .filter(|(name, _)| name != "probe")
+        .collect()
 }
 
 /// The datafile passes SQLite's `PRAGMA integrity_check`.

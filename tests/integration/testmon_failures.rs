@@ -128,19 +128,12 @@ fn a_file_without_extension_drops_only_that_tests_fingerprints() {
                     "{what}: {name}"
                 );
                 assert!(
-                    record
-                        .fingerprints
-                        .iter()
-                        .all(|(_, fsha, _)| fsha.is_empty()),
+                    record.is_placeholder(),
                     "{what}: {name} has a fingerprint: {record:?}"
                 );
             } else {
                 assert!(
-                    !record.fingerprints.is_empty()
-                        && record
-                            .fingerprints
-                            .iter()
-                            .all(|(_, fsha, _)| !fsha.is_empty()),
+                    record.has_real_fingerprints(),
                     "{what}: {name} lacks its fingerprints: {record:?}"
                 );
             }

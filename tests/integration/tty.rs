@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::pty::{self, PtyRun};
-use crate::support::{Project, Venv};
+use crate::support::{Project, Venv, BIN, ENV_ADDED, ENV_REMOVED};
 
 const ESC: u8 = 0x1b;
 /// Removed from the environment of every run: each would change the display's mode or width.
@@ -335,16 +335,12 @@ fn testmon_run_in_pty(project: &Project, pytest_args: &[&str], cols: u16) -> Pty
     let mut args = vec!["-n", "2", "--", pytest.to_str().unwrap(), "--testmon"];
     args.extend_from_slice(pytest_args);
     let mut remove = ENV_REMOVE.to_vec();
-    remove.extend([
-        "PYTEST_ADDOPTS",
-        "TESTMON_DATAFILE",
-        "PYTEST_XDIST_AUTO_NUM_WORKERS",
-    ]);
+    remove.extend(ENV_REMOVED);
     let run = pty::run_in_pty(
-        Path::new(env!("CARGO_BIN_EXE_testmon-run")),
+        Path::new(BIN),
         &args,
         &project.root,
-        &[TERM, ("PYTHONDONTWRITEBYTECODE", "1")],
+        &[TERM, ENV_ADDED],
         &remove,
         cols,
         40,
