@@ -34,7 +34,7 @@ def prefixes():
 
 
 def cache_stamps():
-    """What the supervisor checks before reusing this answer (see src/probe_cache.rs): the
+    """What the supervisor checks before reusing this answer (see src/probe/cache.rs): the
     interpreter and sys.path's directories inside its prefixes or named *-packages (a package
     installed, removed or upgraded changes its directory). Taken before testmon reads the
     packages."""

@@ -3,7 +3,7 @@
 //! After a run of a command completes with every selected test passed (exit 0), nothing
 //! recorded as failing, and testmon both selecting and recording, single-process testmon run
 //! again on the same files, database, command line, configuration and packages selects
-//! nothing. The entry of the command (probe_cache) then keeps the state of that run: the
+//! nothing. The entry of the command (probe::cache) then keeps the state of that run: the
 //! manifest of the project's Python files as they were when the run started (plus every file
 //! testmon tracks), and the datafile's metadata as the run left it. The next run of the same
 //! command answers "nothing to run" when the probe's answer still holds (interpreter,

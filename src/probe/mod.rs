@@ -58,7 +58,7 @@ pub(crate) struct Facts {
     /// line and the ini files: the interpreter, sys.path's directories, the plugins' files.
     #[serde(default)]
     pub(crate) stamps: BTreeMap<PathBuf, Option<(u64, i64)>>,
-    /// The answer may be reused while the stamps hold (see probe_cache).
+    /// The answer may be reused while the stamps hold (see probe::cache).
     #[serde(default)]
     pub(crate) cacheable: bool,
     /// Files (not directories) among the paths pytest collects from.

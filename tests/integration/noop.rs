@@ -1,4 +1,4 @@
-//! The no-op fast path (src/noop.rs) and the probe cache (src/probe_cache.rs): the fast path
+//! The no-op fast path (src/noop/) and the probe cache (src/probe/cache.rs): the fast path
 //! answers "nothing to run" only where single-process testmon selects nothing, and it does
 //! answer when nothing changed after a green run. Everything it depends on, changed, makes
 //! the run go through pytest again.
