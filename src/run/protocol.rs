@@ -8,11 +8,9 @@ pub const PROTOCOL: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum FromWorker {
-    Hello {
-        protocol: u32,
-        worker: String,
-        pid: u32,
-    },
+    /// The worker's first message (it also names itself and its pid, for a reader of the
+    /// socket; the supervisor checks only the protocol).
+    Hello { protocol: u32 },
     /// The worker's collection, in testmon's order, after testmon's selection.
     Collected {
         nodeids: Vec<String>,
@@ -45,10 +43,10 @@ pub(crate) enum FromWorker {
         #[serde(default = "durable_default")]
         durable: bool,
     },
+    /// The session ended (pytest's `shouldfail`/`shouldstop` come along, unread: the
+    /// supervisor decides -x for the whole run).
     Finished {
         exitstatus: i32,
-        shouldfail: bool,
-        shouldstop: bool,
         /// pytest's warnings.
         #[serde(default)]
         warnings: Vec<PytestWarning>,
@@ -217,14 +215,7 @@ mod tests {
             Ok(FromWorker::Want { queued: 1 })
         );
         let msg = parse(r#"{"t":"hello","protocol":1,"worker":"gw0","pid":42}"#).unwrap();
-        assert_eq!(
-            msg,
-            FromWorker::Hello {
-                protocol: 1,
-                worker: "gw0".into(),
-                pid: 42
-            }
-        );
+        assert_eq!(msg, FromWorker::Hello { protocol: 1 });
     }
 
     #[test]

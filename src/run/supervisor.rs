@@ -174,7 +174,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
 
     fn on_message(&mut self, w: usize, msg: FromWorker) {
         match msg {
-            FromWorker::Hello { protocol, .. } => {
+            FromWorker::Hello { protocol } => {
                 if protocol != protocol::PROTOCOL {
                     let name = self.slots[w].worker.name();
                     self.out.problems.push(format!(
@@ -228,7 +228,6 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 exitstatus,
                 warnings,
                 cache,
-                ..
             } => {
                 self.slots[w].finished = Some(exitstatus);
                 self.out.exitstatus[w] = Some(exitstatus);
@@ -938,8 +937,7 @@ mod tests {
     fn finished(worker: usize, exitstatus: i32) -> Event {
         msg(
             worker,
-            serde_json::json!({"t": "finished", "exitstatus": exitstatus, "shouldfail": false,
-                               "shouldstop": false}),
+            serde_json::json!({"t": "finished", "exitstatus": exitstatus}),
         )
     }
 
