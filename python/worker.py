@@ -10,8 +10,11 @@ pytest-testmon act as a worker of the native supervisor:
 - fingerprints are computed by testmon's own code and written by testmon's own DB class,
   into this worker's private spool file, which the supervisor merges;
 - tests are pulled from the supervisor one unit at a time, always one item ahead, so that
-  ``nextitem`` (and with it the teardown of higher-scoped fixtures) is right;
-- every message to the supervisor is one JSON line, through ``send``.
+  ``nextitem`` (and with it the teardown of higher-scoped fixtures) is right: the run loop
+  (``Worker.run_tests``) runs them, ``WorkQueue.handle_reply`` interprets the supervisor's
+  replies;
+- every message to the supervisor is made by one of the ``msg_*`` functions below and
+  written as one JSON line by ``Channel.send``.
 
 Self-contained: imports only the standard library, pytest and (when active) testmon.
 """
@@ -28,7 +31,60 @@ import warnings
 
 import pytest
 
+# The messages between the supervisor and its workers: ``FromWorker`` and ``ToWorker`` in the
+# supervisor's protocol module. Bumped there and here together whenever a message changes.
 PROTOCOL = 3
+
+
+def msg_hello(worker, pid):
+    """The first message, as the plugin loads: the worker's name and process."""
+    return {"t": "hello", "protocol": PROTOCOL, "worker": worker, "pid": pid}
+
+
+def msg_collected(nodeids, deselected, sync, collect_errors, tm_message, user_deselected):
+    """The collection, in testmon's order, after testmon's selection; ``sync``: what testmon's
+    end-of-collection sync would keep (None: no sync)."""
+    return {
+        "t": "collected",
+        "nodeids": nodeids,
+        "deselected": deselected,
+        "sync": sync,
+        "collect_errors": collect_errors,
+        "tm_message": tm_message,
+        "user_deselected": user_deselected,
+    }
+
+
+def collect_error(nodeid, text, message):
+    """One entry of ``msg_collected``'s ``collect_errors``."""
+    return {"nodeid": nodeid, "text": text, "message": message}
+
+
+def msg_want(queued):
+    """The worker holds ``queued`` tests (at most one): it wants the next unit."""
+    return {"t": "want", "queued": queued}
+
+
+def msg_result(nodeid, reports, durable, sections=None):
+    """One test's reports (``report_data``); ``durable``: every test reported so far has its
+    fingerprints in the spool; ``sections``: its part of pytest's extra summary sections."""
+    msg = {"t": "result", "nodeid": nodeid, "reports": reports, "durable": durable}
+    if sections:
+        msg["sections"] = sections
+    return msg
+
+
+def msg_finished(exitstatus, shouldfail, shouldstop, warnings_shown, cache):
+    """The session's end: its outcome, pytest's warnings and this worker's share of the cache."""
+    return {
+        "t": "finished",
+        "exitstatus": int(exitstatus),
+        "shouldfail": bool(shouldfail),
+        "shouldstop": bool(shouldstop),
+        "warnings": warnings_shown,
+        "cache": cache,
+    }
+
 
 # How often testmon's batch of fingerprints is written to the spool at the latest (seconds):
 # a worker killed without warning loses at most this much of its work, which the supervisor
@@ -63,6 +119,7 @@ class Channel:
             os._exit(0)  # pylint: disable=protected-access
 
     def send(self, msg):
+        """Writes one message (a ``msg_*``) as one JSON line: the only writer to the socket."""
         self.owner_only()
         data = (json.dumps(msg, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
         try:
@@ -79,6 +136,67 @@ class Channel:
         if not line:
             raise SupervisorGone("the supervisor closed the connection")
         return json.loads(line)
+
+
+class WorkQueue:
+    """The tests the supervisor has handed this worker and it has not started yet, in order,
+    and whether more may come. ``handle_reply`` interprets the supervisor's replies to "want"
+    (as xdist's ``WorkerInteractor.handle_command`` interprets its controller's commands); the
+    run loop takes the tests out, always knowing the next one."""
+
+    def __init__(self):
+        self.nodeids = collections.deque()
+        self.no_more = False  # "shutdown" or "stop": the supervisor sends nothing more
+        self.dropped = False  # "stop" dropped the test held as next
+
+    def wants_more(self):
+        """Fewer than two tests held (the one to run and the next) and more may come."""
+        return len(self.nodeids) < 2 and not self.no_more
+
+    def handle_reply(self, msg):
+        """Applies one reply to "want". Returns True for "later" with a test held: nothing
+        more for now, so the held test runs as the last (its teardown complete); asked again
+        when idle, the supervisor answers once work comes back or the run is over."""
+        kind = msg["t"]
+        if kind == "run":
+            self.nodeids.extend(msg["nodeids"])
+        elif kind == "shutdown":
+            self.no_more = True
+        elif kind == "stop":
+            self.stop()
+        elif kind == "later":
+            return bool(self.nodeids)
+        return False
+
+    def stop(self):
+        """-x/--maxfail reached elsewhere: start nothing more, not even the test held as
+        next (session end tears its fixtures down)."""
+        self.no_more = True
+        self.dropped = bool(self.nodeids)
+        self.nodeids.clear()
+
+    def take(self):
+        """The next test to run, and the one after it (None: none held)."""
+        nodeid = self.nodeids.popleft()
+        return nodeid, (self.nodeids[0] if self.nodeids else None)
+
+
+def items_by_nodeid(items):
+    """The session's items by node id (the first, for a node id collected twice)."""
+    out = {}
+    for item in items:
+        out.setdefault(item.nodeid, item)
+    return out
+
+
+def keep_xdist_off(option):
+    """Never start xdist inside a worker, whatever addopts or the command line say."""
+    if getattr(option, "numprocesses", None):
+        option.numprocesses = None
+    if getattr(option, "dist", None) not in (None, "no"):
+        option.dist = "no"
+    if getattr(option, "tx", None):
+        option.tx = []
 
 
 class Worker:
@@ -109,10 +227,10 @@ class Worker:
         self.interruptible = False
         self.interrupted = False
         self.last_flush = time.monotonic()
-        self.channel.send({"t": "hello", "protocol": PROTOCOL, "worker": self.name, "pid": os.getpid()})
+        self.channel.send(msg_hello(self.name, os.getpid()))
 
     def send(self, msg):
-        """The one way to talk to the supervisor; without it, the session ends."""
+        """Sends a message during the session; without the supervisor, the session ends."""
         try:
             self.channel.send(msg)
         except SupervisorGone as exc:
@@ -138,13 +256,7 @@ class Worker:
     @pytest.hookimpl(wrapper=True)
     def pytest_cmdline_main(self, config):
         self.config = config
-        # Never start xdist inside a worker, whatever addopts or the command line say.
-        if getattr(config.option, "numprocesses", None):
-            config.option.numprocesses = None
-        if getattr(config.option, "dist", None) not in (None, "no"):
-            config.option.dist = "no"
-        if getattr(config.option, "tx", None):
-            config.option.tx = []
+        keep_xdist_off(config.option)
         # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
         if getattr(config.option, "xmlpath", None):
             config.option.xmlpath = os.environ["TESTMON_RUN_JUNIT"]  # RunDir::junit
@@ -206,33 +318,39 @@ class Worker:
     def pytest_sessionstart(self, session):
         config = session.config
         FingerprintGuard.install(config)
-        cache = getattr(config, "cache", None)
-        if cache is not None:
-            self.lastfailed_before = dict(cache.get("cache/lastfailed", {}))
-            original_set = cache.set
-
-            def set_value(key, value):
-                if key in MERGED_CACHE_KEYS:
-                    self.cache_values[key] = value
-                elif key == "cache/nodeids" and self.name != "gw0":
-                    pass  # every worker collected the same: one writes it (and warns, if it can't)
-                else:
-                    original_set(key, value)
-
-            def warn(fmt, *, _ispytest=False, **args):
-                """Cache.warn, one frame further out: the warning is located where pytest
-                locates it, at the caller of cache.set, not at set_value."""
-                from _pytest.warning_types import PytestCacheWarning  # pylint: disable=import-outside-toplevel
-
-                warnings.warn(PytestCacheWarning(fmt.format(**args) if args else fmt), config.hook, stacklevel=4)
-
-            cache.set = set_value
-            cache.warn = warn
+        self.divert_cache(config)
         # xdist's fixtures read config.workerinput, which a worker of ours has not: these
         # (registered last, so they win) give the values xdist's workers give.
         config.pluginmanager.register(XdistFixtures(), "testmon_run_xdist_fixtures")
         if self.stream:
             self.stream_output(config)
+
+    def divert_cache(self, config):
+        """pytest's cache: the keys the supervisor merges are kept for ``cache_report``, not
+        written; the collection's node ids are written by one worker only."""
+        cache = getattr(config, "cache", None)
+        if cache is None:
+            return
+        self.lastfailed_before = dict(cache.get("cache/lastfailed", {}))
+        original_set = cache.set
+
+        def set_value(key, value):
+            if key in MERGED_CACHE_KEYS:
+                self.cache_values[key] = value
+            elif key == "cache/nodeids" and self.name != "gw0":
+                pass  # every worker collected the same: one writes it (and warns, if it can't)
+            else:
+                original_set(key, value)
+
+        def warn(fmt, *, _ispytest=False, **args):
+            """Cache.warn, one frame further out: the warning is located where pytest
+            locates it, at the caller of cache.set, not at set_value."""
+            from _pytest.warning_types import PytestCacheWarning  # pylint: disable=import-outside-toplevel
+
+            warnings.warn(PytestCacheWarning(fmt.format(**args) if args else fmt), config.hook, stacklevel=4)
+
+        cache.set = set_value
+        cache.warn = warn
 
     def stream_output(self, config):
         """-s / log_cli: only the tests' output and live logs reach stdout (streamed by the
@@ -263,25 +381,20 @@ class Worker:
     def pytest_collectreport(self, report):
         if report.failed:
             self.collect_errors.append(
-                {
-                    "nodeid": report.nodeid,
-                    "text": render(self.config, report),
-                    "message": crash_message(report),
-                }
+                collect_error(report.nodeid, render(self.config, report), crash_message(report))
             )
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
         self.send(
-            {
-                "t": "collected",
-                "nodeids": [item.nodeid for item in session.items],
-                "deselected": self.deselected,
-                "sync": self.sync,
-                "collect_errors": self.collect_errors,
-                "tm_message": self.tm_message,
-                "user_deselected": self.user_deselected,
-            }
+            msg_collected(
+                [item.nodeid for item in session.items],
+                self.deselected,
+                self.sync,
+                self.collect_errors,
+                self.tm_message,
+                self.user_deselected,
+            )
         )
 
     # -- running ------------------------------------------------------------------------
@@ -292,50 +405,46 @@ class Worker:
             return None  # pytest's own loop raises "N errors during collection"
         if session.config.option.collectonly:
             return None
-        items = {}
-        for item in session.items:
-            items.setdefault(item.nodeid, item)
-        queue = collections.deque()
-        no_more = False
-        stopped = False
         previous = signal.signal(signal.SIGINT, self.on_sigint)
         try:
-            while True:
-                # Always know the next item before running one. "later": nothing for now, so
-                # the held item runs as the last (its teardown complete); asked again when idle,
-                # the supervisor answers once work comes back or the run is over.
-                while len(queue) < 2 and not no_more:
-                    self.send({"t": "want", "queued": len(queue)})
-                    msg = self.recv()
-                    if msg["t"] == "run":
-                        queue.extend(msg["nodeids"])
-                    elif msg["t"] == "shutdown":
-                        no_more = True
-                    elif msg["t"] == "stop":
-                        # -x/--maxfail reached elsewhere: start nothing more, not even the
-                        # test held as next (session end tears its fixtures down).
-                        no_more = True
-                        stopped = bool(queue)
-                        queue.clear()
-                    elif msg["t"] == "later" and queue:
-                        break
-                if not queue or self.interrupted:
-                    break
-                item = items[queue.popleft()]
-                nextitem = items[queue[0]] if queue else None
-                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-                if self.interrupted or session.shouldfail or session.shouldstop:
-                    break
-            if self.interrupted:
-                self.interrupt_between_tests()
-            if stopped:
-                self.flush_testmon()
+            self.run_tests(session)
         finally:
             # Interrupted, the session ends as pytest ends it; one SIGINT is enough (a second
             # Ctrl-C makes the supervisor kill the process group; a dead supervisor's may
             # arrive more than once, one per exiting thread).
             signal.signal(signal.SIGINT, signal.SIG_IGN if self.interrupted else previous)
         return True
+
+    def run_tests(self, session):
+        """The run loop: runs the tests the supervisor hands out until it has no more, the
+        session fails or stops (-x/--maxfail), or Ctrl-C; always knowing the next test."""
+        items = items_by_nodeid(session.items)
+        work = WorkQueue()
+        while True:
+            self.ask_for_work(work)
+            if not work.nodeids or self.interrupted:
+                break
+            nodeid, next_nodeid = work.take()
+            nextitem = None if next_nodeid is None else items[next_nodeid]
+            self.run_one_test(items[nodeid], nextitem)
+            if self.interrupted or session.shouldfail or session.shouldstop:
+                break
+        if self.interrupted:
+            self.interrupt_between_tests()
+        if work.dropped:
+            self.flush_testmon()
+
+    def ask_for_work(self, work):
+        """Asks the supervisor for tests until the worker holds two (the one to run and the
+        next), the supervisor says "later" with one held, or nothing more will come."""
+        while work.wants_more():
+            self.send(msg_want(len(work.nodeids)))
+            if work.handle_reply(self.recv()):
+                break
+
+    def run_one_test(self, item, nextitem):
+        """pytest's protocol for one test; ``nextitem`` None: the last for now."""
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
 
     def on_sigint(self, _signum, _frame):
         if self.interrupted:
@@ -405,23 +514,22 @@ class Worker:
     # is in the spool.
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
+        self.keep_report(report)
+        if report.when == "teardown":
+            self.send(self.test_result(report))
+
+    def keep_report(self, report):
+        """One phase's report, until the test's teardown sends them all."""
         data = report_data(self.config, report)
-        short = short_summary_lines(self.config, report, data["category"])
-        if short:
-            data["short"] = short
         self.reports.setdefault(report.nodeid, []).append(data)
         self.raw_reports.setdefault(report.nodeid, []).append((data["category"], report))
-        if report.when == "teardown":
-            msg = {
-                "t": "result",
-                "nodeid": report.nodeid,
-                "reports": self.reports.pop(report.nodeid),
-                "durable": self.durable(report),
-            }
-            sections = extra_sections(self.config, self.raw_reports.pop(report.nodeid, []))
-            if sections:
-                msg["sections"] = sections
-            self.send(msg)
+
+    def test_result(self, report):
+        """The "result" message of the test whose teardown ``report`` is."""
+        reports = self.reports.pop(report.nodeid)
+        durable = self.durable(report)
+        sections = extra_sections(self.config, self.raw_reports.pop(report.nodeid, []))
+        return msg_result(report.nodeid, reports, durable, sections)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
@@ -429,26 +537,30 @@ class Worker:
         self.channel.owner_only()
         self.close_spool()
         try:
-            # A test whose teardown never reported because pytest failed itself
-            # (INTERNALERROR): the reports it has.
-            pending = self.reports.items() if session.exitstatus == pytest.ExitCode.INTERNAL_ERROR else ()
-            for nodeid, reports in list(pending):
-                self.channel.send({"t": "result", "nodeid": nodeid, "reports": reports, "durable": False})
+            for msg in self.unfinished_results(session):
+                self.channel.send(msg)
             self.reports.clear()
-            self.channel.send(
-                {
-                    "t": "finished",
-                    "exitstatus": int(session.exitstatus),
-                    "shouldfail": bool(session.shouldfail),
-                    "shouldstop": bool(session.shouldstop),
-                    "warnings": warning_list(session.config),
-                    "cache": self.cache_report(session.config),
-                }
-            )
+            self.channel.send(self.finished(session))
         except SupervisorGone:
             pass  # nobody left to tell
         return result
 
+    def unfinished_results(self, session):
+        """A test whose teardown never reported because pytest failed itself
+        (INTERNALERROR): the reports it has, as a "result" not durable."""
+        if session.exitstatus != pytest.ExitCode.INTERNAL_ERROR:
+            return []
+        return [msg_result(nodeid, reports, False) for nodeid, reports in self.reports.items()]
+
+    def finished(self, session):
+        """The "finished" message."""
+        return msg_finished(
+            session.exitstatus,
+            session.shouldfail,
+            session.shouldstop,
+            warning_list(session.config),
+            self.cache_report(session.config),
+        )
 
     def cache_report(self, config):
         """What this worker would have written to pytest's cache, for the supervisor's merge:
@@ -721,6 +833,7 @@ def make_worker_db(worker, tm):
 
 
 def report_data(config, report):
+    """One phase's report for ``msg_result``, with pytest's own classification and texts."""
     category, letter, word = config.hook.pytest_report_teststatus(report=report, config=config)
     if isinstance(word, tuple):
         word = word[0]
@@ -741,6 +854,9 @@ def report_data(config, report):
         data["message"] = str(report.longrepr[2])
     if hasattr(report, "wasxfail"):
         data["wasxfail"] = report.wasxfail
+    short = short_summary_lines(config, report, category)
+    if short:
+        data["short"] = short
     return data
 
 
