@@ -9,6 +9,8 @@ mod atomic;
 mod cli;
 mod db;
 mod exit;
+#[cfg(test)]
+mod fuzz;
 mod noop;
 mod probe;
 mod pycommand;
