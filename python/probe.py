@@ -220,7 +220,8 @@ def pytest_cmdline_main(config):
     }
     out = os.environ["TESTMON_RUN_PROBE_OUT"]
     tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out_file:
+    # Readable by its owner only, as every file in the run directory.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as out_file:
         json.dump(facts, out_file)
     os.replace(tmp, out)
     return 0

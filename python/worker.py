@@ -181,6 +181,13 @@ class WorkQueue:
         return nodeid, (self.nodeids[0] if self.nodeids else None)
 
 
+def private_file(path):
+    """Creates ``path`` empty, readable by its owner only (0600, as every file testmon-run
+    keeps in its run directory), for the writer that fills it; returns the path."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    return path
+
+
 def items_by_nodeid(items):
     """The session's items by node id (the first, for a node id collected twice)."""
     out = {}
@@ -259,7 +266,7 @@ class Worker:
         keep_xdist_off(config.option)
         # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
         if getattr(config.option, "xmlpath", None):
-            config.option.xmlpath = os.environ["TESTMON_RUN_JUNIT"]  # RunDir::junit
+            config.option.xmlpath = private_file(os.environ["TESTMON_RUN_JUNIT"])  # RunDir::junit
         if self.plan["testmon"]["active"]:
             import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
 
@@ -300,6 +307,9 @@ class Worker:
 
             path = os.environ["TESTMON_RUN_SPOOL"]  # RunDir::spool
             spool = tm_db.DB(path)
+            # Owner only, as every file in the run directory (testmon's DB makes the file
+            # itself; SQLite gives its journal the same mode).
+            os.chmod(path, 0o600)
             with spool.con as con:
                 con.execute(
                     "INSERT INTO environment (id, environment_name, system_packages, python_version)"

@@ -8,6 +8,21 @@ use anyhow::Context;
 /// Writes `data` to a temporary file next to `dest` (creating `dest`'s directory, as pytest
 /// does for its outputs), then renames it over `dest`; a failed write leaves no temp file.
 pub(crate) fn write(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
+    write_with(dest, |tmp| std::fs::write(tmp, data))
+}
+
+/// As [`write`], the file readable by its owner only (the run directory's files).
+pub(crate) fn write_private(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
+    write_with(dest, |tmp| {
+        std::io::Write::write_all(&mut crate::run::rundir::private_file(tmp)?, data)
+    })
+}
+
+/// Creates the temporary file with `create`, then renames it over `dest`.
+fn write_with(
+    dest: &Path,
+    create: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let file_name = dest
         .file_name()
         .with_context(|| format!("{}: not a file name", dest.display()))?;
@@ -20,7 +35,7 @@ pub(crate) fn write(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    let written = std::fs::write(&tmp, data)
+    let written = create(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))
         .and_then(|()| {
             std::fs::rename(&tmp, dest)

@@ -132,7 +132,7 @@ impl CollectedFile {
 impl Sink for CollectedFile {
     fn scheduled(&mut self, run: &Scheduled) {
         let collected = serde_json::json!({"sync": run.sync, "run_list": run.run_list});
-        if let Err(err) = atomic::write(&self.path, collected.to_string().as_bytes()) {
+        if let Err(err) = atomic::write_private(&self.path, collected.to_string().as_bytes()) {
             self.error = Some(format!("could not write {}: {err:#}", self.path.display()));
         }
     }

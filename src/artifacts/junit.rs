@@ -130,7 +130,8 @@ pub(crate) fn merge(docs: &[String], order: &[String]) -> Result<String, JunitEr
     write_document(first, &suite, &properties, kept.iter().map(|(_, t)| *t))
 }
 
-/// Reads the existing worker files among `paths` (missing ones skipped: a crashed worker),
+/// Reads the existing worker files among `paths` (missing or empty ones skipped: a worker
+/// that crashed before writing its document),
 /// merges, and writes atomically (temp file + rename) to `dest`, creating its parent
 /// directories as pytest does. Returns Ok(false) if no worker file existed.
 pub(crate) fn merge_files(
@@ -143,6 +144,7 @@ pub(crate) fn merge_files(
     let mut read = Vec::new();
     for path in paths {
         match std::fs::read_to_string(path) {
+            Ok(text) if text.is_empty() => {}
             Ok(text) => {
                 docs.push(text);
                 read.push(path);

@@ -6,6 +6,7 @@ mod merge;
 mod open;
 mod reads;
 mod schema;
+mod spool_check;
 
 pub(crate) use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
 pub(crate) use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
@@ -13,6 +14,7 @@ pub(crate) use merge::{merge_spools, Batches};
 pub(crate) use open::open_main;
 pub(crate) use reads::{durations, reselected, tracked_files};
 pub(crate) use schema::schema_sql;
+pub(crate) use spool_check::check_spool;
 
 /// The file part of a test name: `tests/test_x.py::T::t` → `tests/test_x.py`.
 pub(crate) fn home_file(test_name: &str) -> &str {

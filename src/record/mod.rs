@@ -78,7 +78,12 @@ pub(crate) fn record(
             db::sync_tests(&mut conn, env.id, collected, &placeholder)
                 .context("syncing collected tests")?;
         }
-        let spools: Vec<PathBuf> = spools.iter().filter(|p| p.exists()).cloned().collect();
+        // A worker that died before testmon made its spool leaves none, or an empty file.
+        let spools: Vec<PathBuf> = spools
+            .iter()
+            .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0))
+            .cloned()
+            .collect();
         let batches = db::Batches::new(run_list, tm.batch_size);
         merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
         db::mark_failed(&mut conn, env.id, crashed).context("marking crashed tests failed")?;

@@ -4,8 +4,16 @@
 //!
 //! A directory is stale when the process that created it (its name holds the pid) is gone
 //! and nobody holds its lock: the supervisor and every worker hold it while they run.
+//!
+//! Only this user's own are trusted: they live in the private base (rundir), and each is
+//! considered only when it, and every file read from it, is a real directory or file (no
+//! symlink) owned by this user, its plan names this datafile, and every spool passes
+//! `db::check_spool` (testmon's format and data version, intact, only tests of that run's
+//! collection). A directory that fails is reported in one line and removed, unmerged.
 
+use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -24,6 +32,9 @@ enum Fate {
     Merge(i64),
     /// Nothing to merge (killed before its plan, or testmon was off): remove it.
     Remove,
+    /// Not what our runs leave (a symlink, another owner's file, a foreign spool): remove it
+    /// unmerged, saying why.
+    Distrust(String),
     /// Another project's: its own next run will recover it.
     Leave,
 }
@@ -47,8 +58,17 @@ pub(crate) fn recover(base: &Path, tm: &Testmon) -> Vec<String> {
 }
 
 fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
+    if let Some(why) = not_ours(dir) {
+        return Ok(Some(format!(
+            "testmon-run: left alone {}: {why}, not a run directory of this user",
+            dir.display()
+        )));
+    }
     // Held from here on: no other run recovers it at the same time.
-    let lock = fs::OpenOptions::new().append(true).open(dir.join(LOCK));
+    let lock = fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(LOCK));
     let _lock = match lock {
         Ok(file) => match rundir::try_lock(&file) {
             Ok(()) => Some(file),
@@ -61,9 +81,25 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
         return Ok(None); // recovered by another run between our listing and our lock
     }
     let owner = owner_pid(dir).map_or_else(|| "?".to_string(), |p| p.to_string());
-    let fate = read_plan(dir).map_or(Fate::Remove, |plan| fate(&plan, tm));
+    let fate = match untrusted_entry(dir) {
+        Some(why) => Fate::Distrust(why),
+        None => read_plan(dir).map_or(Fate::Remove, |plan| fate(&plan, tm)),
+    };
+    let fate = match fate {
+        Fate::Merge(env_id) => match foreign_spool(dir, tm) {
+            Some(why) => Fate::Distrust(why),
+            None => Fate::Merge(env_id),
+        },
+        fate => fate,
+    };
     match fate {
         Fate::Leave => Ok(None),
+        Fate::Distrust(why) => {
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            Ok(Some(format!(
+                "testmon-run: removed the run directory of an interrupted run (pid {owner}) without recovering it: {why}"
+            )))
+        }
         Fate::Remove => {
             fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
             Ok(Some(format!(
@@ -78,6 +114,51 @@ fn recover_one(dir: &Path, tm: &Testmon) -> Result<Option<String>> {
             )))
         }
     }
+}
+
+/// Why a run directory is not one of ours as our runs leave them: an entry that is a
+/// symlink, or not owned by this user. None: every entry is a real file or directory of ours.
+fn untrusted_entry(dir: &Path) -> Option<String> {
+    let uid = nix::unistd::getuid().as_raw();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => return Some(format!("unreadable: {err}")),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match fs::symlink_metadata(entry.path()) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Some(format!("{name} is a symbolic link"))
+            }
+            Ok(meta) if meta.uid() != uid => {
+                return Some(format!("{name} is owned by uid {}", meta.uid()))
+            }
+            Ok(_) => {}
+            Err(err) => return Some(format!("{name}: {err}")),
+        }
+    }
+    None
+}
+
+/// Why one of the directory's spools may not be merged, if one may not.
+fn foreign_spool(dir: &Path, tm: &Testmon) -> Option<String> {
+    let collected = read_collected(dir);
+    let allowed: HashSet<&str> = collected
+        .run_list
+        .iter()
+        .chain(collected.sync.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    // An empty spool: its worker died before testmon made it (nothing to merge).
+    spools(dir)
+        .ok()?
+        .iter()
+        .filter(|spool| spool.metadata().is_ok_and(|m| m.len() > 0))
+        .find_map(|spool| {
+            let why = db::check_spool(spool, tm.data_version, &allowed).err()?;
+            let name = spool.file_name().unwrap_or_default().to_string_lossy();
+            Some(format!("{name}: {why}"))
+        })
 }
 
 /// The plan the killed run wrote, read with the type it was written with.
@@ -116,20 +197,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// run itself would have: with its collection (testmon's sync: tests not run yet get their
 /// placeholder) when it got that far.
 fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
-    let mut spools: Vec<PathBuf> = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("spool-") && n.ends_with(".db"))
-        })
-        .collect();
-    spools.sort();
-    let collected: Collected = fs::read(dir.join(COLLECTED))
-        .ok()
-        .and_then(|text| serde_json::from_slice(&text).ok())
-        .unwrap_or_default();
+    let spools = spools(dir)?;
+    let collected = read_collected(dir);
     if spools.is_empty() && collected.sync.is_none() {
         return Ok(0);
     }
@@ -157,6 +226,29 @@ fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
     )
 }
 
+/// The directory's spools (every worker's and replacement's), in name order.
+fn spools(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut spools: Vec<PathBuf> = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("spool-") && n.ends_with(".db"))
+        })
+        .collect();
+    spools.sort();
+    Ok(spools)
+}
+
+/// The run's collection, as the killed run wrote it (empty when it did not get that far).
+fn read_collected(dir: &Path) -> Collected {
+    fs::read(dir.join(COLLECTED))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct Collected {
     sync: Option<Vec<String>>,
@@ -164,7 +256,24 @@ struct Collected {
     run_list: Vec<String>,
 }
 
-/// Run directories in `base` whose owner is gone and whose lock is free.
+/// A symlink, or another user's: why `dir` is not ours (None when it is).
+fn not_ours(dir: &Path) -> Option<String> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(err) => return Some(err.to_string()),
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    if meta.file_type().is_symlink() {
+        Some("a symbolic link".into())
+    } else if meta.uid() != uid {
+        Some(format!("owned by uid {}", meta.uid()))
+    } else {
+        None
+    }
+}
+
+/// Run directories in `base` whose owner is gone and whose lock is free (and whatever else
+/// has their name: `recover_one` says what it is).
 fn stale_dirs(base: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(base) else {
         return Vec::new();
@@ -172,7 +281,7 @@ fn stale_dirs(base: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() || m.is_symlink()))
         .filter(|p| owner_pid(p).is_some_and(|pid| pid != std::process::id() && !alive(pid)))
         .collect();
     dirs.sort();

@@ -261,7 +261,7 @@ impl Drop for Worker {
 
 /// An empty log opened for appending (O_APPEND: two writers never overwrite each other).
 fn append_log(path: &Path) -> Result<File> {
-    File::create(path)
+    crate::run::rundir::private_file(path)
         .and_then(|_| std::fs::OpenOptions::new().append(true).open(path))
         .with_context(|| format!("creating {}", path.display()))
 }

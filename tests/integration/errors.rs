@@ -464,15 +464,29 @@ fn keep_run_dir_keeps_plan_and_spools() {
             run.output()
         );
         let kept = PathBuf::from(kept[0].trim());
+        let base = run_base(tmpdir.path());
         assert_eq!(
             kept.parent(),
-            Some(tmpdir.path()),
-            "{what}: {} is not in TMPDIR",
+            Some(base.as_path()),
+            "{what}: {} is not in this user's base in TMPDIR",
             kept.display()
         );
         let name = kept.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("testmon-run-"), "{what}: {name}");
-        assert_eq!(entries(tmpdir.path()), [name], "{what}: TMPDIR");
+        assert_eq!(run_dirs(tmpdir.path()), [name], "{what}: the base");
+        let base_name = base.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(entries(tmpdir.path()), [base_name], "{what}: TMPDIR");
+        // Private to this user: the base and the run directory 0700, every file 0600.
+        assert_eq!(mode(&base), 0o700, "{what}: the base's mode");
+        for dir in [kept.clone(), kept.join("python")] {
+            assert_eq!(mode(&dir), 0o700, "{what}: {}", dir.display());
+            for entry in entries(&dir) {
+                let path = dir.join(&entry);
+                if path.is_file() {
+                    assert_eq!(mode(&path), 0o600, "{what}: {}", path.display());
+                }
+            }
+        }
         let inside = entries(&kept);
         assert!(
             inside.iter().any(|f| f == "plan.json"),
@@ -483,6 +497,7 @@ fn keep_run_dir_keeps_plan_and_spools() {
             "{what}: no spool in {inside:?}"
         );
         std::fs::remove_dir_all(&kept).unwrap();
+        std::fs::remove_dir(&base).unwrap();
         assert!(entries(tmpdir.path()).is_empty());
     }
 }

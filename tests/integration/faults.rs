@@ -437,14 +437,6 @@ impl Drop for Reaper<'_> {
     }
 }
 
-/// testmon-run's run directories in `tmpdir`.
-fn run_dirs(tmpdir: &Path) -> Vec<String> {
-    entries(tmpdir)
-        .into_iter()
-        .filter(|e| e.starts_with("testmon-run-"))
-        .collect()
-}
-
 fn assert_no_run_dir(tmpdir: &Path, what: &str) {
     let left = run_dirs(tmpdir);
     assert!(left.is_empty(), "{what}: run directories left: {left:?}");
@@ -762,7 +754,7 @@ fn supervisor_killed(case: &mut Case) {
     let left = run_dirs(tmpdir.path());
     println!("  left behind: {left:?}");
     for dir in &left {
-        println!("  {}", spools(&tmpdir.path().join(dir)));
+        println!("  {}", spools(&run_base(tmpdir.path()).join(dir)));
     }
     if matches!(moment, Moment::Passed { .. }) {
         assert_eq!(

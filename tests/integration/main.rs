@@ -16,4 +16,5 @@ mod parity;
 mod parity_random;
 mod reporting;
 mod robustness;
+mod security;
 mod testmon_failures;

@@ -328,10 +328,10 @@ fn a_killed_supervisors_workers_exit_and_the_next_run_recovers_their_results() {
             &format!("{venv:?}: the workers of a killed supervisor end by themselves"),
         );
         assert_eq!(
-            entries(tmpdir.path()).len(),
+            run_dirs(tmpdir.path()).len(),
             1,
             "{:?}",
-            entries(tmpdir.path())
+            run_dirs(tmpdir.path())
         );
         let again = tmpdir.testmon_run(&project, venv, &["-n", "2"], &[]).run();
         assert_eq!(again.code(), 0, "{venv:?}: {}", again.output());

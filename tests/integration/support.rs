@@ -692,6 +692,32 @@ impl Sandbox {
 }
 
 /// The names in a directory, sorted.
+/// This user's private base of run directories in `tmpdir` (`testmon-run-<uid>`).
+pub fn run_base(tmpdir: &Path) -> PathBuf {
+    tmpdir.join(format!("testmon-run-{}", nix::unistd::getuid()))
+}
+
+/// The run directories in `tmpdir`'s private base (names), none when there is no base.
+pub fn run_dirs(tmpdir: &Path) -> Vec<String> {
+    let base = run_base(tmpdir);
+    if !base.exists() {
+        return Vec::new();
+    }
+    entries(&base)
+        .into_iter()
+        .filter(|e| e.starts_with("testmon-run-"))
+        .collect()
+}
+
+/// A file's permission bits.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o777
+}
+
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
