@@ -264,7 +264,10 @@ fn run_probed(project: &Project, site: &std::path::Path) -> (Run, bool) {
     let kept: Vec<String> = run_dirs(tmpdir.path());
     let probed = match kept.as_slice() {
         [] => false, // the fast path: no run directory at all
-        [dir] => run_base(tmpdir.path()).join(dir).join("probe.json").exists(),
+        [dir] => run_base(tmpdir.path())
+            .join(dir)
+            .join("probe.json")
+            .exists(),
         more => panic!("run directories: {more:?}"),
     };
     (run, probed)
