@@ -219,6 +219,44 @@ mod tests {
     }
 
     #[test]
+    fn reports_phases_outcomes_warnings_and_sections_are_typed() {
+        let line = r#"{"t":"result","nodeid":"t.py::x","durable":false,
+            "reports":[{"when":"setup","outcome":"passed","category":"","duration":0.1,
+                        "head_line":"x"},
+                       {"when":"call","outcome":"rerun","category":"rerun","duration":0.2,
+                        "head_line":"x"}],
+            "sections":[["PASSES","___ x ___\n"]]}"#;
+        let Ok(FromWorker::Result {
+            reports, sections, ..
+        }) = parse(line)
+        else {
+            panic!("{:?}", parse(line));
+        };
+        assert_eq!(
+            (reports[0].when, reports[0].outcome),
+            (When::Setup, Outcome::Passed)
+        );
+        // A plugin's own word (pytest-rerunfailures) is neither passed nor failed.
+        assert_eq!(
+            (reports[1].when, reports[1].outcome),
+            (When::Call, Outcome::Other)
+        );
+        assert_eq!(sections[0].title, "PASSES");
+        let finished = parse(r#"{"t":"finished","exitstatus":1,"warnings":[["t.py::x","w"]]}"#);
+        let Ok(FromWorker::Finished { warnings, .. }) = finished else {
+            panic!("{finished:?}");
+        };
+        assert_eq!(
+            warnings,
+            [PytestWarning {
+                location: "t.py::x".into(),
+                message: "w".into()
+            }]
+        );
+        assert!(parse(r#"{"t":"result","nodeid":"x","reports":[{"when":"later","outcome":"passed","category":"","duration":0,"head_line":"x"}]}"#).is_err());
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for line in [
             "",
