@@ -4,6 +4,8 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::Command;
 
+use crate::exit::Fatal;
+
 /// The user's command plus `-p <plugin>`, with `python_path` put in front of PYTHONPATH
 /// (extended, never replaced) and, if given, an absolute TESTMON_DATAFILE.
 pub(crate) fn with_plugin(
@@ -31,6 +33,21 @@ fn extend_path(first: &Path, rest: Option<&OsStr>) -> OsString {
         value.push(rest);
     }
     value
+}
+
+/// Why the command could not be started, as the user should read it: a usage error when
+/// it does not exist or is not executable, the OS's words otherwise.
+pub(crate) fn start_error(command: &[OsString], err: std::io::Error) -> anyhow::Error {
+    let program = command[0].to_string_lossy();
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            Fatal::Usage(format!("command not found: {program}")).into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            Fatal::Usage(format!("{program}: not executable (permission denied)")).into()
+        }
+        _ => anyhow::Error::new(err).context(format!("running {}", display(command))),
+    }
 }
 
 /// The command's name for messages.

@@ -117,17 +117,10 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
     args: I,
     dir: &Path,
 ) -> Result<Parsed, Fatal> {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
-        Err(err) => {
-            use clap::error::ErrorKind;
-            return match err.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    Ok(Parsed::Info(err.render().to_string()))
-                }
-                _ => Err(Fatal::Usage(first_line(&err.render().to_string()))),
-            };
-        }
+    let args: Vec<OsString> = args.into_iter().collect();
+    let args = match Args::try_parse_from(&args) {
+        Ok(parsed) => parsed,
+        Err(err) => return usage_error(&err, &args),
     };
     if args.command.is_empty() {
         return Err(Fatal::Usage(
@@ -164,6 +157,63 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
             .unwrap_or_else(|| 4 * u32::try_from(workers).unwrap_or(u32::MAX / 4)),
         command: args.command,
     }))
+}
+
+/// clap's error as one line that says what to do: `--help` and `--version` are not errors;
+/// an argument testmon-run does not know is most likely pytest's (or the command itself)
+/// before `--`; an invalid value lists the valid ones.
+fn usage_error(err: &clap::Error, args: &[OsString]) -> Result<Parsed, Fatal> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let line = first_line(&err.render().to_string());
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            Ok(Parsed::Info(err.render().to_string()))
+        }
+        ErrorKind::UnknownArgument => {
+            let hint = match err.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(arg)) => after_double_dash(args, arg),
+                _ => None,
+            };
+            Err(Fatal::Usage(match hint {
+                Some(fixed) => format!("{line}: put the pytest command after --: {fixed}"),
+                None => line,
+            }))
+        }
+        ErrorKind::InvalidValue => {
+            let valid: Vec<String> = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) => values.clone(),
+                _ => Vec::new(),
+            };
+            Err(Fatal::Usage(if valid.is_empty() {
+                line
+            } else {
+                format!("{line} (valid: {})", valid.join(", "))
+            }))
+        }
+        _ => Err(Fatal::Usage(line)),
+    }
+}
+
+/// The command line with the pytest part after `--`: `arg` (the first argument testmon-run
+/// does not know) starts the command when no `--` follows it; before a `--`, it is a pytest
+/// option and moves to the end of the command.
+fn after_double_dash(args: &[OsString], arg: &str) -> Option<String> {
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let at = words.iter().skip(1).position(|w| w == arg)? + 1;
+    let mut fixed: Vec<&str> = std::iter::once("testmon-run")
+        .chain(words[1..at].iter().map(String::as_str))
+        .collect();
+    if words[at..].iter().any(|w| w == "--") {
+        fixed.extend(words[at + 1..].iter().map(String::as_str));
+        fixed.push(arg);
+    } else {
+        fixed.push("--");
+        fixed.extend(words[at..].iter().map(String::as_str));
+    }
+    Some(fixed.join(" "))
 }
 
 /// A number of seconds: finite and more than 0.
@@ -218,6 +268,28 @@ mod tests {
             Parsed::Run(config) => Ok(config),
             Parsed::Info(text) => panic!("unexpected info: {text}"),
         }
+    }
+
+    #[test]
+    fn a_missing_double_dash_is_pointed_out() {
+        let message = |args: &[&str]| match run(args) {
+            Err(Fatal::Usage(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(&["-n", "2", "pytest", "--testmon"]),
+            "unexpected argument 'pytest' found: put the pytest command after --: \
+             testmon-run -n 2 -- pytest --testmon"
+        );
+        assert_eq!(
+            message(&["-q", "--", "pytest", "--testmon"]),
+            "unexpected argument '-q' found: put the pytest command after --: \
+             testmon-run -- pytest --testmon -q"
+        );
+        assert_eq!(
+            message(&["--dist", "foo", "--", "pytest"]),
+            "invalid value 'foo' for '--dist <DIST>' (valid: load, loadscope, loadfile)"
+        );
     }
 
     #[test]

@@ -118,19 +118,9 @@ pub(crate) fn run(
     let out = run_dir.probe_output();
     let mut cmd = pycommand::with_plugin(command, PROBE_MODULE, &run_dir.python_path(), datafile);
     cmd.env("TESTMON_RUN_PROBE_OUT", &out).stdin(Stdio::null());
-    let output = match cmd.output() {
-        Ok(output) => output,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Fatal::Usage(format!(
-                "command not found: {}",
-                command[0].to_string_lossy()
-            ))
-            .into())
-        }
-        Err(err) => {
-            return Err(err).with_context(|| format!("running {}", pycommand::display(command)))
-        }
-    };
+    let output = cmd
+        .output()
+        .map_err(|err| pycommand::start_error(command, err))?;
     if out.exists() {
         return read_answer(&out);
     }

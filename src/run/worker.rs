@@ -138,12 +138,10 @@ impl Worker {
             cmd.env_remove("TESTMON_RUN_COLOR");
         }
         inherit_and_reset(&mut cmd, [raw, lock_fd]);
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(err) => {
-                return Err(err).with_context(|| format!("starting worker {name}"));
-            }
-        };
+        let mut child = cmd
+            .spawn()
+            .map_err(|err| pycommand::start_error(spec.command, err))
+            .with_context(|| format!("starting worker {name}"))?;
         drop(their_fd);
         if let Some(stdout) = child.stdout.take() {
             stream_lines(spec.index, stdout, log, events.clone(), &name)?;

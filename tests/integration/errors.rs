@@ -329,6 +329,58 @@ fn command_not_found_is_a_usage_error() {
     assert_eq!(project.files(), before, "{what}: the project changed");
 }
 
+/// A command that is not executable is a usage error naming it (exit 4, as one not found),
+/// with workers or without (`-n 0` runs it as it is).
+#[test]
+fn command_not_executable_is_a_usage_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::copy("proj");
+    let script = project.root.join("not-executable-pytest");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = project.files();
+    for n in ["2", "0"] {
+        let what = format!("-n {n} -- ./not-executable-pytest");
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run_in(&project.root)
+            .args(["-n", n, "--", "./not-executable-pytest", "--testmon"])
+            .run_plain();
+        let message = assert_own_usage_error(&run, &what);
+        assert_eq!(
+            message,
+            "testmon-run: error: ./not-executable-pytest: not executable (permission denied)",
+            "{what}"
+        );
+        tmpdir.assert_clean(&what, &run.output());
+        assert_eq!(project.files(), before, "{what}: the project changed");
+    }
+}
+
+/// The likeliest first mistake, the pytest command without `--` before it, is answered with
+/// the command line that works.
+#[test]
+fn a_missing_double_dash_says_where_the_command_goes() {
+    let project = Project::copy("proj");
+    for (args, fixed) in [
+        (
+            &["-n", "2", "pytest", "--testmon"][..],
+            "testmon-run -n 2 -- pytest --testmon",
+        ),
+        (&["-q", "--", "pytest"][..], "testmon-run -- pytest -q"),
+    ] {
+        let what = format!("testmon-run {args:?}");
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir.testmon_run_in(&project.root).args(args).run_plain();
+        let message = assert_own_usage_error(&run, &what);
+        assert!(
+            message.ends_with(&format!(": put the pytest command after --: {fixed}")),
+            "{what}: {message}"
+        );
+        tmpdir.assert_clean(&what, &run.output());
+    }
+}
+
 #[test]
 fn command_that_is_not_pytest_is_a_usage_error() {
     let project = Project::copy("proj");
