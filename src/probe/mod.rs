@@ -156,6 +156,16 @@ fn why_no_answer(command: &[OsString], output: &std::process::Output) -> anyhow:
         )
         .into();
     }
+    // testmon reads the cache plugin's `--lf` option: without that plugin it fails (as
+    // single-process `pytest --testmon` does, with an INTERNALERROR).
+    if stderr.contains("KeyError: 'lf'") && stderr.contains("testmon") {
+        return Fatal::Usage(
+            "pytest-testmon cannot run without pytest's cache plugin (it reads its --lf option): \
+             drop `-p no:cacheprovider` (from the command or addopts)"
+                .into(),
+        )
+        .into();
+    }
     // Exit 1 means failed tests, which cannot happen before the probe: that is a traceback.
     let pytests_own = [
         exit::OK,

@@ -381,6 +381,26 @@ fn a_missing_double_dash_says_where_the_command_goes() {
     }
 }
 
+/// testmon without pytest's cache plugin fails (a testmon bug: single-process pytest ends in
+/// an INTERNALERROR): one line naming the cause and the fix, no traceback.
+#[test]
+fn testmon_without_the_cache_plugin_names_the_fix() {
+    for venv in VENVS {
+        let project = Project::copy("proj");
+        let what = format!("{venv:?} -p no:cacheprovider");
+        let tmpdir = Sandbox::fresh();
+        let run = tmpdir
+            .testmon_run(&project, venv, &["-n", "2"], &["-p", "no:cacheprovider"])
+            .run();
+        let message = assert_own_usage_error(&run, &what);
+        assert!(
+            message.contains("drop `-p no:cacheprovider`"),
+            "{what}: {message}"
+        );
+        tmpdir.assert_clean(&what, &run.output());
+    }
+}
+
 #[test]
 fn command_that_is_not_pytest_is_a_usage_error() {
     let project = Project::copy("proj");
