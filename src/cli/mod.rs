@@ -394,4 +394,36 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// The README's options table and `--help` name the same options.
+    #[test]
+    fn the_readme_documents_every_option_and_no_other() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        // The table under "| option | meaning |", up to the first line that is not a row.
+        let table: std::collections::BTreeSet<String> = readme
+            .lines()
+            .skip_while(|l| *l != "| option | meaning |")
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|l| l.split('|').nth(1).unwrap_or("").split(','))
+            .filter_map(|cell| {
+                let flag = cell.trim().trim_matches('`').split(' ').next()?;
+                Some(flag.to_string())
+            })
+            .collect();
+        let help: std::collections::BTreeSet<String> = Args::command()
+            .get_arguments()
+            .filter(|a| a.get_id() != "command")
+            .flat_map(|a| {
+                let long = a.get_long().map(|l| format!("--{l}"));
+                let short = a.get_short().map(|s| format!("-{s}"));
+                long.into_iter().chain(short)
+            })
+            .collect();
+        let undocumented: Vec<&String> = help.difference(&table).collect();
+        let unknown: Vec<&String> = table.difference(&help).collect();
+        assert!(undocumented.is_empty(), "not in the README's table: {undocumented:?}");
+        assert!(unknown.is_empty(), "in the README's table, not in --help: {unknown:?}");
+    }
 }
