@@ -920,7 +920,17 @@ def crash_message(report):
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
 
 
+def drop_own_plugin_argument(argv):
+    """The ``-p _testmon_run_worker`` testmon-run appends to the command is not the user's:
+    the test process's ``sys.argv`` is what the user typed (a module calling
+    ``unittest.main()`` at import reads it). pytest parsed its own copy before it imported
+    this plugin."""
+    if argv[-2:] == ["-p", __name__]:
+        del argv[-2:]
+
+
 if "TESTMON_RUN_FD" in os.environ:
+    drop_own_plugin_argument(sys.argv)
     _WORKER = Worker()
 
     def pytest_addhooks(pluginmanager):

@@ -192,3 +192,37 @@ fn without_testmon_tests_run_in_parallel_and_no_database_appears() {
         );
     }
 }
+
+/// The test process's `sys.argv` is the command the user typed: the plugin testmon-run adds
+/// to the workers' command line is not in it (a module calling `unittest.main()` at import
+/// reads it), as under single-process pytest.
+#[test]
+fn a_workers_argv_is_the_users_command() {
+    const TEST: &str = "import json, os, sys\n\n\ndef test_argv():\n    \
+        with open(os.environ['ARGV_REPORT'], 'a') as f:\n        \
+        f.write(json.dumps(sys.argv[1:]) + '\\n')\n";
+    for venv in VENVS {
+        let argv = |ours: bool| {
+            let project = Project::empty("argv");
+            project.write("tests/test_argv.py", TEST);
+            let report = project.path("argv.jsonl");
+            let mut cmd = if ours {
+                project.testmon_run(venv, &["-n", "2"], &["-q"])
+            } else {
+                project.pytest(venv, &["-q"])
+            };
+            let run = cmd.env("ARGV_REPORT", &report).run_plain();
+            assert_eq!(run.code(), 0, "{venv:?} ours={ours}\n{}", run.output());
+            let lines: Vec<Value> = std::fs::read_to_string(&report)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 1, "{venv:?}: {lines:?}");
+            lines[0].clone()
+        };
+        let single = argv(false);
+        assert_eq!(single, serde_json::json!(["--testmon", "-q"]), "{venv:?}");
+        assert_eq!(argv(true), single, "{venv:?}: sys.argv in a worker");
+    }
+}
