@@ -15,8 +15,8 @@ pub(crate) struct Scheduled<'a> {
     /// testmon's own header words (changed files, unchanged files, environment).
     pub(crate) tm_message: Option<&'a str>,
     /// The run's expected seconds: Σ of the tests' recorded durations (the median for those
-    /// unknown).
-    pub(crate) expected: f64,
+    /// unknown); None when testmon has recorded none of them (a new database).
+    pub(crate) expected: Option<f64>,
 }
 
 /// The events of a run, in the order they happen. Workers are named by index.

@@ -283,7 +283,10 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
             sync: self.out.sync.as_deref(),
             deselected: self.out.deselected,
             tm_message: tm_message.as_deref(),
-            expected: self.ledger.expected_total(),
+            expected: run_list
+                .iter()
+                .any(|t| self.durations.contains_key(t))
+                .then(|| self.ledger.expected_total()),
         });
         self.out.run_list = run_list;
         self.serve_all();
@@ -794,7 +797,11 @@ mod tests {
 
     impl Sink for Recorder {
         fn scheduled(&mut self, run: &Scheduled) {
-            self.0.push(format!("scheduled {}", run.run_list.len()));
+            self.0.push(format!(
+                "scheduled {} {:?}",
+                run.run_list.len(),
+                run.expected
+            ));
         }
         fn test_started(&mut self, worker: usize, nodeid: &str) {
             self.0.push(format!("started {worker} {nodeid}"));
@@ -1397,5 +1404,27 @@ mod tests {
             out.warnings[0]
         );
         assert_eq!(out.results.len(), TESTS.len());
+    }
+
+    #[test]
+    fn the_expected_time_comes_from_recorded_durations_only() {
+        let mut h = Harness::new();
+        let mut sup = h.supervisor(1, options());
+        start(&mut sup, 1);
+        drop(sup);
+        assert_eq!(
+            h.recorder.0[0], "scheduled 4 None",
+            "a new database: no estimate"
+        );
+
+        let mut h = Harness::new();
+        h.durations = [("t.py::a", 3.0), ("u.py::c", 1.0)]
+            .map(|(t, d)| (t.to_string(), d))
+            .into();
+        let mut sup = h.supervisor(1, options());
+        start(&mut sup, 1);
+        drop(sup);
+        // The two unknown tests cost the median of the known ones: 3 + 1 + 2 × 2.
+        assert_eq!(h.recorder.0[0], "scheduled 4 Some(8.0)");
     }
 }
