@@ -127,6 +127,21 @@ pub(crate) fn run(
     Err(why_no_answer(command, &output))
 }
 
+/// pytest rejected `--testmon`: the plugin is not installed where the command runs (or is
+/// disabled), which pytest's own message does not say.
+fn testmon_missing_hint(command: &[OsString], stderr: &str) -> Option<String> {
+    let rejected = stderr
+        .lines()
+        .any(|l| l.contains("unrecognized arguments:") && l.contains("--testmon"));
+    rejected.then(|| {
+        format!(
+            "testmon-run: hint: pytest-testmon is not installed where `{}` runs, or it is \
+             disabled (-p no:...): install it there (pip install pytest-testmon)",
+            command[0].to_string_lossy()
+        )
+    })
+}
+
 /// The probe's JSON answer, of this testmon-run's probe protocol.
 fn read_answer(out: &Path) -> Result<Facts> {
     let text = std::fs::read_to_string(out).context("reading the probe's answer")?;
@@ -181,6 +196,9 @@ fn why_no_answer(command: &[OsString], output: &std::process::Output) -> anyhow:
         if looks_like_pytest {
             crate::ui::terminal::say(&stdout);
             eprint!("{stderr}");
+            if let Some(hint) = testmon_missing_hint(command, &stderr) {
+                eprintln!("{hint}");
+            }
             return Fatal::Pytest(own).into();
         }
     }

@@ -205,6 +205,11 @@ fn no_tests_collected_exits_5_like_pytest() {
 /// A pytest usage error, from the probe: pytest's own message, shown once, and pytest's exit
 /// code (4); the same stderr as single-process pytest, nothing added, nothing left behind.
 fn assert_pytest_usage_error(venv: Venv, pytest_args: &[&str], message: &str) {
+    assert_pytest_usage_error_then(venv, pytest_args, message, "");
+}
+
+/// As `assert_pytest_usage_error`, testmon-run's `hint` line (if any) after pytest's stderr.
+fn assert_pytest_usage_error_then(venv: Venv, pytest_args: &[&str], message: &str, hint: &str) {
     let what = format!("{venv:?} {pytest_args:?}");
     let project = Project::copy("proj");
     let before = project.files();
@@ -229,8 +234,9 @@ fn assert_pytest_usage_error(venv: Venv, pytest_args: &[&str], message: &str) {
         run.output()
     );
     assert_eq!(
-        run.stderr, single.stderr,
-        "{what}: stderr differs from single-process pytest's"
+        run.stderr,
+        format!("{}{hint}", single.stderr),
+        "{what}: stderr differs from single-process pytest's (then testmon-run's hint)"
     );
     assert!(
         run.stdout.trim().is_empty(),
@@ -288,14 +294,20 @@ fn missing_test_path_shows_pytests_message_once() {
 }
 
 /// testmon not available to the command: with its plugin blocked, pytest itself rejects
-/// `--testmon` (exit 4), and that message is what the user sees.
+/// `--testmon` (exit 4): the user sees that message, then a hint to install testmon.
 #[test]
 fn testmon_not_loaded_is_pytests_usage_error() {
     for venv in VENVS {
-        assert_pytest_usage_error(
+        let hint = format!(
+            "testmon-run: hint: pytest-testmon is not installed where `{}` runs, or it is \
+             disabled (-p no:...): install it there (pip install pytest-testmon)\n",
+            venv.pytest().display()
+        );
+        assert_pytest_usage_error_then(
             venv,
             &["-p", "no:pytest-testmon"],
             "unrecognized arguments: --testmon",
+            &hint,
         );
     }
 }
