@@ -115,5 +115,5 @@ pub(crate) fn state_after(
         .filter(|tests| !tests.is_empty())
         .ok_or("testmon reported no tests")?;
     NoopState::after_run(&tm.datafile, snapshot, tracked, tests, &reselected)
-        .ok_or("a Python file was written just before or during the run")
+        .ok_or("a Python file was written during the run")
 }

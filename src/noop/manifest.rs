@@ -62,11 +62,31 @@ pub(crate) struct Snapshot {
     pub(crate) files: BTreeMap<String, Stat>,
     /// When it was taken (ns since the epoch).
     pub(crate) taken_ns: i64,
+    /// The content hashes of the racy files (written just before the snapshot: their
+    /// metadata cannot tell a later write apart), taken with the snapshot.
+    pub(crate) racy: BTreeMap<String, u64>,
 }
 
 /// File times are coarse (a clock tick, up to 10 ms): a file written this close to the
-/// snapshot may be written again with the same metadata ("racy git"); it is never trusted.
+/// snapshot may be written again with the same metadata ("racy git"); its metadata is never
+/// trusted: its contents are hashed with the snapshot, and a manifest keeps it with
+/// `UNTRUSTED`, so the next comparison hashes it again.
 const RACY_NS: i64 = 50_000_000;
+
+/// The metadata kept for a racy file: no file has it, so it never compares equal.
+const UNTRUSTED: Stat = Stat {
+    size: u64::MAX,
+    mtime_ns: i64::MIN,
+    ctime_ns: i64::MIN,
+    ino: 0,
+};
+
+impl Stat {
+    /// Written within RACY_NS before `taken_ns`, or after it.
+    fn racy(&self, taken_ns: i64) -> bool {
+        self.mtime_ns.max(self.ctime_ns) >= taken_ns - RACY_NS
+    }
+}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -110,10 +130,16 @@ impl Snapshot {
                 }
             }
         }
+        let racy = files
+            .iter()
+            .filter(|(_, stat)| stat.racy(taken_ns))
+            .filter_map(|(rel, _)| Some((rel.clone(), content_hash(&root.join(rel))?)))
+            .collect();
         Snapshot {
             root: root.to_path_buf(),
             files,
             taken_ns,
+            racy,
         }
     }
 }
@@ -136,17 +162,19 @@ pub(crate) enum Compared {
 
 impl Manifest {
     /// Hashes the snapshot's files as they are now; None when one of them moved since the
-    /// snapshot was taken (edited during the run: what the run saw is unknown), or was
-    /// written just before it.
+    /// snapshot was taken (edited during the run: what the run saw is unknown). A file
+    /// written just before the snapshot is kept with the hash taken with the snapshot and
+    /// `UNTRUSTED` metadata.
     pub(crate) fn hash(snapshot: &Snapshot) -> Option<Manifest> {
         let mut files = BTreeMap::new();
         for (rel, stat) in &snapshot.files {
-            if stat.mtime_ns.max(stat.ctime_ns) >= snapshot.taken_ns - RACY_NS {
-                return None;
-            }
             let path = snapshot.root.join(rel);
             if Stat::of(&path).as_ref() != Some(stat) {
                 return None;
+            }
+            if stat.racy(snapshot.taken_ns) {
+                files.insert(rel.clone(), (UNTRUSTED, *snapshot.racy.get(rel)?));
+                continue;
             }
             let hash = content_hash(&path)?;
             if Stat::of(&path).as_ref() != Some(stat) {
@@ -173,7 +201,7 @@ impl Manifest {
                         return Compared::Changed(format!("{rel} changed"));
                     }
                     // A racy time is not kept: the file is hashed again next time.
-                    if stat.mtime_ns.max(stat.ctime_ns) < now.taken_ns - RACY_NS {
+                    if !stat.racy(now.taken_ns) {
                         moved.insert(rel.clone(), (*stat, *hash));
                     }
                 }
@@ -289,18 +317,37 @@ mod tests {
     }
 
     #[test]
-    fn a_file_moved_since_the_snapshot_or_written_just_before_gives_no_manifest() {
+    fn a_file_moved_since_the_snapshot_gives_no_manifest() {
         let dir = project();
         backdate_ctime_window();
         let snap = Snapshot::take(dir.path(), &[]);
         assert!(Manifest::hash(&snap).is_some());
         write(dir.path(), "pkg/a.py", "A = 3\n");
         assert_eq!(Manifest::hash(&snap), None, "moved since the snapshot");
+    }
+
+    /// A file written just before the snapshot is kept by the contents it had then, never by
+    /// its metadata: the next comparison hashes it again.
+    #[test]
+    fn a_file_written_just_before_the_snapshot_is_kept_by_its_contents() {
+        let dir = project();
+        backdate_ctime_window();
+        std::fs::write(dir.path().join("pkg/a.py"), "A = 3\n").unwrap();
         let racy = Snapshot::take(dir.path(), &[]);
+        assert_eq!(racy.racy.len(), 1, "{:?}", racy.racy);
+        let kept = Manifest::hash(&racy).expect("a manifest");
+        assert_eq!(kept.files["pkg/a.py"].0, UNTRUSTED);
+        // Unchanged: the same contents, and the real metadata is kept once it is not racy.
+        backdate_ctime_window();
+        match kept.compare(&Snapshot::take(dir.path(), &[])) {
+            Compared::SameContents(m) => assert_ne!(m.files["pkg/a.py"].0, UNTRUSTED),
+            other => panic!("{other:?}"),
+        }
+        // Written again with the same size: the contents tell.
+        std::fs::write(dir.path().join("pkg/a.py"), "A = 4\n").unwrap();
         assert_eq!(
-            Manifest::hash(&racy),
-            None,
-            "written just before the snapshot"
+            kept.compare(&Snapshot::take(dir.path(), &[])),
+            Compared::Changed("pkg/a.py changed".into())
         );
     }
 }
