@@ -185,6 +185,35 @@ impl Manifest {
         Some(Manifest { files })
     }
 
+    /// Adds files the run learned about (testmon tracks them only after it): each as it is
+    /// now, when it was written before the snapshot's racy window (so the run saw it as it
+    /// is); None when one was written later (what the run saw is unknown).
+    pub(crate) fn with_late_files(
+        mut self,
+        snapshot: &Snapshot,
+        late: impl IntoIterator<Item = String>,
+    ) -> Option<Manifest> {
+        for rel in late {
+            if self.files.contains_key(&rel) {
+                continue;
+            }
+            let path = snapshot.root.join(&rel);
+            // Gone (a file a test made and removed): not in a snapshot either.
+            let Some(stat) = Stat::of(&path) else {
+                continue;
+            };
+            if stat.racy(snapshot.taken_ns) {
+                return None;
+            }
+            let hash = content_hash(&path)?;
+            if Stat::of(&path) != Some(stat) {
+                return None;
+            }
+            self.files.insert(rel, (stat, hash));
+        }
+        Some(self)
+    }
+
     /// Compares a fresh snapshot with this manifest, hashing only the files whose metadata
     /// moved.
     pub(crate) fn compare(&self, now: &Snapshot) -> Compared {
@@ -349,5 +378,35 @@ mod tests {
             kept.compare(&Snapshot::take(dir.path(), &[])),
             Compared::Changed("pkg/a.py changed".into())
         );
+    }
+
+    #[test]
+    fn files_learned_during_the_run_join_when_written_before_it() {
+        let dir = project();
+        backdate_ctime_window();
+        let snap = Snapshot::take(dir.path(), &[]);
+        write(dir.path(), "templates/page.html", "<p>old</p>\n");
+        let kept = Manifest::hash(&snap)
+            .unwrap()
+            .with_late_files(&snap, ["templates/page.html".to_string()]);
+        assert_eq!(
+            kept, None,
+            "written after the snapshot: what the run saw is unknown"
+        );
+        backdate_ctime_window();
+        let snap = Snapshot::take(dir.path(), &[]);
+        let kept = Manifest::hash(&snap)
+            .unwrap()
+            .with_late_files(&snap, ["templates/page.html".to_string()])
+            .expect("written before the run");
+        let now = Snapshot::take(dir.path(), &["templates/page.html".to_string()]);
+        assert_eq!(kept.compare(&now), Compared::Same);
+        let missing = Manifest::hash(&snap)
+            .unwrap()
+            .with_late_files(&snap, ["gone.html".to_string()])
+            .unwrap();
+        assert!(!missing.files.contains_key("gone.html"));
+        let now = Snapshot::take(dir.path(), &["gone.html".to_string()]);
+        assert_eq!(missing.compare(&now), Compared::Same);
     }
 }

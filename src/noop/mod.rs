@@ -99,7 +99,8 @@ impl NoopState {
         reselected: &[String],
     ) -> Option<NoopState> {
         use crate::db::home_file;
-        let manifest = Manifest::hash(snapshot)?;
+        // Files testmon tracks only since this run (a template a test compiled) join too.
+        let manifest = Manifest::hash(snapshot)?.with_late_files(snapshot, tracked.clone())?;
         // A run that selects nothing collects the files testmon does not track and those of
         // the tests it selects every time; all their tests end deselected (by testmon, or
         // by pytest).

@@ -357,3 +357,43 @@ fn without_a_cache_directory_every_run_goes_through_pytest() {
         assert!(!answered_fast(&run), "{}", run.output());
     }
 }
+
+/// A non-Python file testmon only learns about during the run (a template a test compiles)
+/// is in the state the run keeps: the first no-op after the full run is answered fast, and
+/// an edit to the file runs its test. The run starts right after the files are written: a
+/// file written just before a run is kept by its contents.
+#[test]
+fn files_testmon_learns_during_the_run_and_fresh_edits_keep_the_fast_path() {
+    for venv in VENVS {
+        let what = format!("{venv:?}");
+        let project = Project::empty("templates");
+        project.write("tests/res/page.tmpl", "X = 1\nY = X + 1\n");
+        project.write(
+            "tests/test_page.py",
+            "import os\n\n\ndef test_page():\n    \
+             path = os.path.join(os.path.dirname(__file__), 'res', 'page.tmpl')\n    \
+             ns = {}\n    exec(compile(open(path).read(), path, 'exec'), ns)\n    \
+             assert ns['Y'] == 2\n\n\ndef test_plain():\n    assert 1 + 1 == 2\n",
+        );
+        let run = |project: &Project| project.testmon_run(venv, &["-n", "2"], &[]).run();
+        let full = run(&project);
+        assert_eq!(full.code(), 0, "{what}\n{}", full.output());
+        assert_eq!(full.ran.len(), 2, "{what}\n{}", full.output());
+        let noop = run(&project);
+        assert!(
+            answered_fast(&noop),
+            "{what}: the first no-op\n{}",
+            noop.output()
+        );
+        settle();
+        project.edit("tests/res/page.tmpl", "X + 1", "X + 2");
+        let edited = run(&project);
+        assert_eq!(edited.code(), 1, "{what}\n{}", edited.output());
+        assert_eq!(
+            edited.ran,
+            ["tests/test_page.py::test_page".to_string()].into(),
+            "{what}\n{}",
+            edited.output()
+        );
+    }
+}
