@@ -423,7 +423,13 @@ mod tests {
             .collect();
         let undocumented: Vec<&String> = help.difference(&table).collect();
         let unknown: Vec<&String> = table.difference(&help).collect();
-        assert!(undocumented.is_empty(), "not in the README's table: {undocumented:?}");
-        assert!(unknown.is_empty(), "in the README's table, not in --help: {unknown:?}");
+        assert!(
+            undocumented.is_empty(),
+            "not in the README's table: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "in the README's table, not in --help: {unknown:?}"
+        );
     }
 }
