@@ -212,6 +212,21 @@ struct Case {
 struct Void;
 
 impl Case {
+    /// Starts a run of testmon-run and waits for `moment`; a run that ended before it tested
+    /// nothing (see `assert_struck`).
+    fn start_until(&self, project: &Project, tmpdir: &Sandbox, moment: Moment) -> Live {
+        let mut live = Live::start(project, self.venv, tmpdir);
+        let struck = live.wait_for(moment, tmpdir.path());
+        self.assert_struck(struck, || {
+            format!(
+                "{}: the run ended before the moment\n{}",
+                self.name,
+                live.finish().output()
+            )
+        });
+        live
+    }
+
     /// The fault came while the run was on (`struck`); else the case tested nothing and fails
     /// with `why`, or, in `faults_mixed`, is void (another case is drawn in its place).
     fn assert_struck(&self, struck: bool, why: impl FnOnce() -> String) {
@@ -869,15 +884,7 @@ fn worker_killed(case: &mut Case) {
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Workers { ms }, (0, 1500));
     let pick = case.rng.range(0, 1) as usize;
     println!("  kill -9 of worker #{pick} (of those alive, by name) at {moment}");
-    let mut live = Live::start(&project, venv, &tmpdir);
-    let struck = live.wait_for(moment, tmpdir.path());
-    case.assert_struck(struck, || {
-        format!(
-            "{}: the run ended before the moment\n{}",
-            case.name,
-            live.finish().output()
-        )
-    });
+    let mut live = case.start_until(&project, &tmpdir, moment);
     // At a startup moment the workers may not be there yet.
     let deadline = Instant::now() + Duration::from_secs(60);
     let alive = loop {
@@ -982,15 +989,7 @@ fn supervisor_interrupted(case: &mut Case) {
     // Not in the first 50 ms: before its signal handler is installed SIGINT simply ends it.
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (50, 1800));
     println!("  SIGINT of the supervisor at {moment}");
-    let mut live = Live::start(&project, venv, &tmpdir);
-    let struck = live.wait_for(moment, tmpdir.path());
-    case.assert_struck(struck, || {
-        format!(
-            "{}: the run ended before the moment\n{}",
-            case.name,
-            live.finish().output()
-        )
-    });
+    let mut live = case.start_until(&project, &tmpdir, moment);
     println!(
         "  SIGINT after {} PASSED lines, at {} ms",
         live.passed(),
@@ -1031,15 +1030,7 @@ fn supervisor_killed(case: &mut Case) {
     let _reaper = Reaper(tmpdir.path());
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (50, 1800));
     println!("  kill -9 of the supervisor at {moment}");
-    let mut live = Live::start(&project, venv, &tmpdir);
-    let struck = live.wait_for(moment, tmpdir.path());
-    case.assert_struck(struck, || {
-        format!(
-            "{}: the run ended before the moment\n{}",
-            case.name,
-            live.finish().output()
-        )
-    });
+    let mut live = case.start_until(&project, &tmpdir, moment);
     println!(
         "  killing the supervisor after {} PASSED lines, at {} ms",
         live.passed(),
@@ -1194,15 +1185,7 @@ fn read_only_datafile(case: &mut Case) {
     let _reaper = Reaper(tmpdir.path());
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (0, 1800));
     println!("  the datafile and its directory made read-only ({method}) at {moment}");
-    let mut live = Live::start(&project, venv, &tmpdir);
-    let struck = live.wait_for(moment, tmpdir.path());
-    case.assert_struck(struck, || {
-        format!(
-            "{}: the run ended before the moment\n{}",
-            case.name,
-            live.finish().output()
-        )
-    });
+    let mut live = case.start_until(&project, &tmpdir, moment);
     let datafile = project.datafile();
     let files: Vec<PathBuf> = datafile.exists().then_some(datafile).into_iter().collect();
     let mut frozen = Frozen::freeze(method, &project.root, &files)
@@ -1234,15 +1217,7 @@ fn disk_full(case: &mut Case) {
     let _reaper = Reaper(tmpdir.path());
     let moment = Moment::pick(&mut case.rng, |ms| Moment::Start { ms }, (0, 1800));
     println!("  TMPDIR, a 4 MiB tmpfs, filled up at {moment}");
-    let mut live = Live::start(&project, venv, &tmpdir);
-    let struck = live.wait_for(moment, tmpdir.path());
-    case.assert_struck(struck, || {
-        format!(
-            "{}: the run ended before the moment\n{}",
-            case.name,
-            live.finish().output()
-        )
-    });
+    let mut live = case.start_until(&project, &tmpdir, moment);
     let filled = tmpfs.fill();
     println!(
         "  filled up ({} KiB) after {} PASSED lines, at {} ms",
