@@ -260,6 +260,8 @@ struct Collected {
 fn not_ours(dir: &Path) -> Option<String> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) => meta,
+        // Recovered by another run since the listing: `recover_one` finds it gone.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
         Err(err) => return Some(err.to_string()),
     };
     let uid = nix::unistd::getuid().as_raw();
@@ -341,5 +343,19 @@ mod tests {
         rundir::try_lock(&held).unwrap();
         let again = fs::File::open(dead.join(LOCK)).unwrap();
         assert!(rundir::try_lock(&again).is_err(), "the lock is exclusive");
+    }
+
+    #[test]
+    fn what_is_not_ours_and_what_is_gone() {
+        let base = tempfile::tempdir().unwrap();
+        let mine = base.path().join(format!("{PREFIX}2147483647-abc"));
+        fs::create_dir(&mine).unwrap();
+        assert_eq!(not_ours(&mine), None);
+        let link = base.path().join(format!("{PREFIX}2147483646-abc"));
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        assert_eq!(not_ours(&link).as_deref(), Some("a symbolic link"));
+        // Recovered by another run since the listing: nothing to say about it.
+        fs::remove_dir(&mine).unwrap();
+        assert_eq!(not_ours(&mine), None);
     }
 }
