@@ -121,7 +121,11 @@ class Channel:
     def send(self, msg):
         """Writes one message (a ``msg_*``) as one JSON line: the only writer to the socket."""
         self.owner_only()
-        data = (json.dumps(msg, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+        # default=str: a value pytest or a plugin hands us that JSON has no type for (pytest
+        # 9.2's NodeId, a Path) goes as its text rather than killing the worker.
+        data = (json.dumps(msg, ensure_ascii=False, default=str) + "\n").encode(
+            "utf-8", "surrogateescape"
+        )
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -582,9 +586,11 @@ class Worker:
         after = getattr(lfplugin, "lastfailed", None)
         report = {"dir": str(getattr(cache, "_cachedir", ""))}
         if isinstance(after, dict):
-            before = self.lastfailed_before
-            report["lastfailed_removed"] = [k for k in before if k not in after]
-            report["lastfailed_added"] = [k for k in after if k not in before]
+            # pytest >= 9.2 keys lastfailed by NodeId objects, the cache file by strings.
+            before = [str(k) for k in self.lastfailed_before]
+            after = [str(k) for k in after]
+            report["lastfailed_removed"] = sorted(set(before) - set(after))
+            report["lastfailed_added"] = sorted(set(after) - set(before))
         if "cache/stepwise" in self.cache_values:
             report["stepwise"] = self.cache_values["cache/stepwise"]
         return report

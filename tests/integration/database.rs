@@ -61,7 +61,11 @@ fn both(parallel: &Project, single: &Project, venv: Venv, step: &str) -> Run {
 
 #[test]
 fn new_datafile_has_the_installed_testmons_exact_schema() {
-    for (venv, data_version) in [(Venv::Testmon22, 14), (Venv::Testmon21, 13)] {
+    for (venv, data_version) in [
+        (Venv::Testmon22, 14),
+        (Venv::Pytest90, 14),
+        (Venv::Testmon21, 13),
+    ] {
         let parallel = Project::copy("isolation");
         let single = Project::copy("isolation");
         assert_eq!(

@@ -642,7 +642,11 @@ fn help_exits_0_with_an_example() {
 
 #[test]
 fn pytests_own_informational_options_pass_through() {
-    for (venv, version) in [(Venv::Testmon22, "9.0.2"), (Venv::Testmon21, "8.3.5")] {
+    for (venv, version) in [
+        (Venv::Testmon22, "9.2.0"),
+        (Venv::Pytest90, "9.0.2"),
+        (Venv::Testmon21, "8.3.5"),
+    ] {
         let project = Project::copy("proj");
         let tmpdir = Sandbox::fresh();
         let run = tmpdir

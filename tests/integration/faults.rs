@@ -773,9 +773,11 @@ fn assert_recorded<'a>(datafile: &Path, tests: impl IntoIterator<Item = &'a Stri
 /// Single-process `pytest --testmon` on a fresh copy: the records every case must reach.
 fn reference(venv: Venv) -> &'static Dump {
     static TESTMON22: OnceLock<Dump> = OnceLock::new();
+    static PYTEST90: OnceLock<Dump> = OnceLock::new();
     static TESTMON21: OnceLock<Dump> = OnceLock::new();
     let cell = match venv {
         Venv::Testmon22 => &TESTMON22,
+        Venv::Pytest90 => &PYTEST90,
         Venv::Testmon21 => &TESTMON21,
     };
     cell.get_or_init(|| {

@@ -81,7 +81,7 @@ fn header_names_versions_selection_and_counts() {
     let header = header_line(&run);
     for part in [
         "2 workers",
-        "pytest 9.0.2",
+        "pytest 9.2.0",
         "testmon 2.2.0",
         "new DB",
         "selected 53, deselected 0",
@@ -360,7 +360,7 @@ fn json_report_has_every_test_its_worker_and_the_phases() {
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report["exit_code"], run.code());
     assert_eq!(report["workers"], 2);
-    assert_eq!(report["pytest"], "9.0.2");
+    assert_eq!(report["pytest"], "9.2.0");
     assert_eq!(report["testmon"], "2.2.0");
     assert_eq!(report["selected"], 53);
     let tests = report["tests"].as_array().unwrap();

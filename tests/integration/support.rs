@@ -27,18 +27,21 @@ pub fn repo() -> PathBuf {
 /// The supported pytest / pytest-testmon pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Venv {
-    /// pytest 9.0.2, pytest-testmon 2.2.0
+    /// pytest 9.2.0, pytest-testmon 2.2.0 (the default)
     Testmon22,
+    /// pytest 9.0.2, pytest-testmon 2.2.0
+    Pytest90,
     /// pytest 8.3.5, pytest-testmon 2.1.4
     Testmon21,
 }
 
-pub const VENVS: [Venv; 2] = [Venv::Testmon22, Venv::Testmon21];
+pub const VENVS: [Venv; 3] = [Venv::Testmon22, Venv::Pytest90, Venv::Testmon21];
 
 impl Venv {
     pub fn dir(self) -> PathBuf {
         repo().join(match self {
             Venv::Testmon22 => ".venv",
+            Venv::Pytest90 => ".venv-902",
             Venv::Testmon21 => ".venv-214",
         })
     }
