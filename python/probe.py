@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-PROTOCOL = 2
+PROTOCOL = 3
 
 
 def stamp(path):
@@ -180,6 +180,51 @@ def report_chars(config):
         return "fE"
 
 
+# Hooks xdist runs in its controller process, for the user's plugins.
+CONTROLLER_HOOKS = (
+    "pytest_configure_node",
+    "pytest_testnodeready",
+    "pytest_testnodedown",
+    "pytest_xdist_node_collection_finished",
+    "pytest_runtest_logreport",
+    "pytest_collectreport",
+    "pytest_runtestloop",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+)
+# Plugins testmon-run plays the controller part of itself.
+OWN_DISTRIBUTIONS = ("pytest-testmon", "pytest-xdist")
+
+
+def plugin_module(plugin):
+    name = getattr(plugin, "__name__", None)
+    return name if isinstance(name, str) else type(plugin).__module__
+
+
+def controller_side(config):
+    """The plugins that may do something in xdist's controller process, which testmon-run
+    then starts (python/controller.py): every installed plugin but testmon and xdist
+    (one registers its controller part only as it configures: pytest-html), and the
+    project's own plugins (conftest.py, -p) that implement a controller-side hook."""
+    pluginmanager = config.pluginmanager
+    found = set()
+    from_distributions = set()
+    for plugin, dist in pluginmanager.list_plugin_distinfo():
+        from_distributions.add(id(plugin))
+        name = getattr(dist, "project_name", None) or dist.metadata["name"]
+        if name.lower().replace("_", "-") not in OWN_DISTRIBUTIONS:
+            found.add(name)
+    for plugin in pluginmanager.get_plugins():
+        module = plugin_module(plugin) or ""
+        if id(plugin) in from_distributions or module.startswith(
+            ("_pytest.", "pytest", "_testmon_run", "testmon.", "xdist.")
+        ):
+            continue
+        if any(hasattr(plugin, hook) for hook in CONTROLLER_HOOKS):
+            found.add(pluginmanager.get_name(plugin) or module)
+    return sorted(found)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     option = config.option
@@ -196,6 +241,7 @@ def pytest_cmdline_main(config):
         "rootdir": str(config.rootpath),
         "inipath": str(config.inipath) if config.inipath else None,
         "xdist": config.pluginmanager.hasplugin("xdist"),
+        "controller_side": controller_side(config),
         "passthrough": bool(
             getattr(option, "help", False)
             or getattr(option, "version", False)

@@ -19,6 +19,7 @@ pytest-testmon act as a worker of the native supervisor:
 Self-contained: imports only the standard library, pytest and (when active) testmon.
 """
 
+import base64
 import collections
 import io
 import json
@@ -33,7 +34,7 @@ import pytest
 
 # The messages between the supervisor and its workers: ``FromWorker`` and ``ToWorker`` in the
 # supervisor's protocol module. Bumped there and here together whenever a message changes.
-PROTOCOL = 3
+PROTOCOL = 4
 
 
 def msg_hello(worker, pid):
@@ -41,10 +42,13 @@ def msg_hello(worker, pid):
     return {"t": "hello", "protocol": PROTOCOL, "worker": worker, "pid": pid}
 
 
-def msg_collected(nodeids, deselected, sync, collect_errors, tm_message, user_deselected):
+def msg_collected(  # pylint: disable=too-many-arguments
+    nodeids, deselected, sync, collect_errors, tm_message, user_deselected, forward
+):
     """The collection, in testmon's order, after testmon's selection; ``sync``: what testmon's
-    end-of-collection sync would keep (None: no sync)."""
-    return {
+    end-of-collection sync would keep (None: no sync); ``forward``: the failed collections'
+    reports for the controller."""
+    msg = {
         "t": "collected",
         "nodeids": nodeids,
         "deselected": deselected,
@@ -53,6 +57,9 @@ def msg_collected(nodeids, deselected, sync, collect_errors, tm_message, user_de
         "tm_message": tm_message,
         "user_deselected": user_deselected,
     }
+    if forward:
+        msg["forward"] = forward
+    return msg
 
 
 def collect_error(nodeid, text, message):
@@ -65,17 +72,21 @@ def msg_want(queued):
     return {"t": "want", "queued": queued}
 
 
-def msg_result(nodeid, reports, durable, sections=None):
+def msg_result(nodeid, reports, durable, sections=None, forward=None):
     """One test's reports (``report_data``); ``durable``: every test reported so far has its
-    fingerprints in the spool; ``sections``: its part of pytest's extra summary sections."""
+    fingerprints in the spool; ``sections``: its part of pytest's extra summary sections;
+    ``forward``: its reports in pytest's own serialization, for the controller."""
     msg = {"t": "result", "nodeid": nodeid, "reports": reports, "durable": durable}
     if sections:
         msg["sections"] = sections
+    if forward:
+        msg["forward"] = forward
     return msg
 
 
-def msg_finished(exitstatus, shouldfail, shouldstop, warnings_shown, cache):
-    """The session's end: its outcome, pytest's warnings and this worker's share of the cache."""
+def msg_finished(exitstatus, shouldfail, shouldstop, warnings_shown, cache, workeroutput):
+    """The session's end: its outcome, pytest's warnings, this worker's share of the cache
+    and xdist's ``config.workeroutput`` (for the controller's ``pytest_testnodedown``)."""
     return {
         "t": "finished",
         "exitstatus": int(exitstatus),
@@ -83,6 +94,7 @@ def msg_finished(exitstatus, shouldfail, shouldstop, warnings_shown, cache):
         "shouldstop": bool(shouldstop),
         "warnings": warnings_shown,
         "cache": cache,
+        "workeroutput": workeroutput,
     }
 
 
@@ -96,6 +108,31 @@ REPORT_CHARS = {"failed": "f", "passed": "p", "error": "E", "skipped": "s", "xfa
 
 # pytest cache keys the supervisor writes once for the whole run (never last-writer-wins).
 MERGED_CACHE_KEYS = ("cache/lastfailed", "cache/stepwise")
+
+
+# xdist carries workerinput/workeroutput over execnet, which has bytes (syrupy sends its
+# report compressed); JSON has not: bytes go as {BYTES_TAG: base64}, tuples and sets as lists.
+BYTES_TAG = "__testmon_run_bytes__"
+
+
+def to_json(value):
+    if isinstance(value, bytes):
+        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value):
+    if isinstance(value, dict):
+        if len(value) == 1 and BYTES_TAG in value:
+            return base64.b64decode(value[BYTES_TAG])
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
 
 
 class SupervisorGone(Exception):
@@ -231,6 +268,10 @@ class Worker:
         self.stream = bool(self.plan.get("stream"))
         self.lastfailed_before = None
         self.cache_values = {}
+        # The controller (python/controller.py) gets every report, pytest-serialized.
+        self.forwarding = bool(os.environ.get("TESTMON_RUN_FORWARD"))
+        self.forward = {}
+        self.forward_collect = []
         self.tm_message = None
         # Ctrl-C reaches a worker as SIGINT from the supervisor. Inside a test's setup, call or
         # teardown it interrupts at once, as in pytest; elsewhere (testmon's bookkeeping, the
@@ -268,6 +309,7 @@ class Worker:
     def pytest_cmdline_main(self, config):
         self.config = config
         keep_xdist_off(config.option)
+        self.take_workerinput(config)
         # Each worker writes its own JUnit file; the supervisor merges them at the user's path.
         if getattr(config.option, "xmlpath", None):
             config.option.xmlpath = private_file(os.environ["TESTMON_RUN_JUNIT"])  # RunDir::junit
@@ -275,7 +317,35 @@ class Worker:
             import testmon.pytest_testmon as tm_plugin  # pylint: disable=import-outside-toplevel
 
             tm_plugin.init_testmon_data = self.init_testmon_data
+            # With workerinput, testmon would act as an xdist worker and leave the records
+            # to a controller; here it records into this worker's spool, as one process.
+            if hasattr(tm_plugin, "get_running_as"):
+                tm_plugin.get_running_as = lambda _config: "single"
         return (yield)
+
+    def take_workerinput(self, config):
+        """xdist's ``config.workerinput`` (workerid, workercount, testrunuid, mainargv and
+        what the controller's ``pytest_configure_node`` added) and ``config.workeroutput``:
+        the supervisor's first message, set where xdist's worker sets them, before
+        ``pytest_configure``."""
+        msg = self.recv()
+        if not msg or msg.get("t") != "workerinput":
+            pytest.exit(f"testmon-run worker {self.name}: no workerinput: {msg!r}", returncode=3)
+        config.workerinput = from_json(msg["input"])
+        config.workeroutput = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config):
+        # With workerinput, pytest's junitxml stays off (xdist's controller writes the file);
+        # here each worker writes its own and the supervisor merges them.
+        if getattr(config.option, "xmlpath", None):
+            from _pytest import junitxml  # pylint: disable=import-outside-toplevel
+
+            workerinput = config.__dict__.pop("workerinput", None)
+            try:
+                junitxml.pytest_configure(config)
+            finally:
+                config.workerinput = workerinput
 
     def init_testmon_data(self, config):
         """Replaces testmon's init_testmon_data: same TestmonData, our database."""
@@ -333,9 +403,6 @@ class Worker:
         config = session.config
         FingerprintGuard.install(config)
         self.divert_cache(config)
-        # xdist's fixtures read config.workerinput, which a worker of ours has not: these
-        # (registered last, so they win) give the values xdist's workers give.
-        config.pluginmanager.register(XdistFixtures(), "testmon_run_xdist_fixtures")
         if self.stream:
             self.stream_output(config)
 
@@ -397,19 +464,32 @@ class Worker:
             self.collect_errors.append(
                 collect_error(report.nodeid, render(self.config, report), crash_message(report))
             )
+            if self.forwarding:
+                self.forward_collect.append(self.serialize(report))
+
+    def serialize(self, report):
+        """A report as xdist's worker sends it (pytest's own serialization), without the
+        covered lines testmon hangs on it."""
+        config = self.config
+        data = config.hook.pytest_report_to_serializable(config=config, report=report)
+        data.pop("nodes_files_lines", None)
+        return data
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
-        self.send(
-            msg_collected(
-                [item.nodeid for item in session.items],
-                self.deselected,
-                self.sync,
-                self.collect_errors,
-                self.tm_message,
-                self.user_deselected,
-            )
+        msg = msg_collected(
+            [item.nodeid for item in session.items],
+            self.deselected,
+            self.sync,
+            self.collect_errors,
+            self.tm_message,
+            self.user_deselected,
+            self.forward_collect,
         )
+        whole = files_sharing_fixtures(session.items)
+        if whole:
+            msg["whole_files"] = whole
+        self.send(msg)
 
     # -- running ------------------------------------------------------------------------
 
@@ -536,6 +616,8 @@ class Worker:
         """One phase's report, until the test's teardown sends them all."""
         data = report_data(self.config, report)
         self.reports.setdefault(report.nodeid, []).append(data)
+        if self.forwarding:
+            self.forward.setdefault(report.nodeid, []).append(self.serialize(report))
         self.raw_reports.setdefault(report.nodeid, []).append((data["category"], report))
 
     def test_result(self, report):
@@ -543,7 +625,8 @@ class Worker:
         reports = self.reports.pop(report.nodeid)
         durable = self.durable(report)
         sections = extra_sections(self.config, self.raw_reports.pop(report.nodeid, []))
-        return msg_result(report.nodeid, reports, durable, sections)
+        forward = self.forward.pop(report.nodeid, None)
+        return msg_result(report.nodeid, reports, durable, sections, forward)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
@@ -574,6 +657,7 @@ class Worker:
             session.shouldstop,
             warning_list(session.config),
             self.cache_report(session.config),
+            to_json(getattr(session.config, "workeroutput", None)),
         )
 
     def cache_report(self, config):
@@ -596,16 +680,28 @@ class Worker:
         return report
 
 
-class XdistFixtures:
-    """xdist's worker_id and testrun_uid fixtures, with the values of this run."""
+class CacheAsOneProcess:
+    """With workerinput, pytest's cache plugins (last-failed, new-first, stepwise) leave
+    their writes to xdist's controller; here they make them as one process does, through
+    ``Worker.divert_cache`` (the keys the supervisor merges kept for it, the node ids
+    written by one worker); a warning they give (a read-only cache) counts as pytest's."""
 
-    @pytest.fixture(scope="session")
-    def worker_id(self):
-        return os.environ["PYTEST_XDIST_WORKER"]
-
-    @pytest.fixture(scope="session")
-    def testrun_uid(self):
-        return os.environ["PYTEST_XDIST_TESTRUNUID"]
+    @staticmethod
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(session):
+        config = session.config
+        workerinput = config.__dict__.pop("workerinput", None)
+        if workerinput is None:
+            return
+        pluginmanager = config.pluginmanager
+        names = ("lfplugin", "nfplugin", "stepwise", "stepwiseplugin")
+        keep = [pluginmanager.get_plugin(name) for name in names]
+        others = [plugin for plugin in pluginmanager.get_plugins() if plugin not in keep]
+        try:
+            hook = pluginmanager.subset_hook_caller("pytest_sessionfinish", remove_plugins=others)
+            hook(session=session, exitstatus=session.exitstatus)
+        finally:
+            config.workerinput = workerinput
 
 
 class LiveLog:
@@ -926,6 +1022,32 @@ def crash_message(report):
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
 
 
+def scope_of(nodeid):
+    """The class or module a test belongs to (the supervisor's --dist loadscope unit)."""
+    base = nodeid.split("[", 1)[0]
+    return base.rsplit("::", 1)[0] if "::" in base else base
+
+
+def files_sharing_fixtures(items):
+    """The test files where a module- or package-scoped fixture is used by tests of more
+    than one class-or-module scope (a module's plain functions and its classes): run as one
+    unit, its setup lands on the test it lands on in one process. Read from pytest's
+    fixture closure of each item (``_fixtureinfo``, stable since pytest 3); none when that
+    is not there."""
+    users = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        path = item.nodeid.split("::", 1)[0]
+        for name in info.names_closure:
+            definitions = info.name2fixturedefs.get(name)
+            if not definitions or definitions[-1].scope not in ("module", "package"):
+                continue
+            users.setdefault((path, name), set()).add(scope_of(item.nodeid))
+    return sorted({path for (path, _), scopes in users.items() if len(scopes) > 1})
+
+
 def drop_own_plugin_argument(argv):
     """The ``-p _testmon_run_worker`` testmon-run appends to the command is not the user's:
     the test process's ``sys.argv`` is what the user typed (a module calling
@@ -941,3 +1063,14 @@ if "TESTMON_RUN_FD" in os.environ:
 
     def pytest_addhooks(pluginmanager):
         pluginmanager.register(_WORKER, "testmon_run_worker")
+        pluginmanager.register(CacheAsOneProcess(), "testmon_run_cache")
+
+    # xdist's worker_id and testrun_uid fixtures, for a project without xdist installed
+    # (with it, xdist's own read the same values from config.workerinput).
+    @pytest.fixture(scope="session")
+    def worker_id():
+        return os.environ["PYTEST_XDIST_WORKER"]
+
+    @pytest.fixture(scope="session")
+    def testrun_uid():
+        return os.environ["PYTEST_XDIST_TESTRUNUID"]

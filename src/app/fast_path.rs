@@ -100,8 +100,9 @@ pub(crate) fn state_after(
     if code != exit::OK || !outcome.completed() {
         return Err("the run did not complete green");
     }
+    let tests = outcome.sync.as_deref().unwrap_or_default();
     let (reselected, tracked) =
-        record::settled(tm, &prepared.env).map_err(|_| "the datafile could not be read")?;
+        record::settled(tm, &prepared.env, tests).map_err(|_| "the datafile could not be read")?;
     // testmon selects these every time; only pytest's own deselection (--deselect, with the
     // same command line) keeps them from running.
     let by_pytest: HashSet<&str> = outcome.user_deselected.iter().map(String::as_str).collect();

@@ -12,6 +12,7 @@ use crate::atomic;
 use crate::cli::Config;
 use crate::probe::Facts;
 use crate::report::header::Header;
+use crate::run::controller::{self, Controller, Feed};
 use crate::run::events::Event;
 use crate::run::outcome::RunOutcome;
 use crate::run::rundir::RunDir;
@@ -33,6 +34,10 @@ pub(crate) struct Launched {
     pub(crate) color: bool,
 }
 
+/// How long the controller gets for its plugins' session end (coverage combine and
+/// reports, an HTML report) once the workers are done.
+const CONTROLLER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Starts the workers and supervises them until every one has ended and been reaped.
 pub(crate) fn launch(
     config: &Config,
@@ -49,8 +54,38 @@ pub(crate) fn launch(
     let spawned = Instant::now();
     let worker_datafile = ready.testmon.map(|tm| tm.datafile.clone()).or(datafile);
     let python_path = run_dir.python_path();
+    let controller = if wants_controller(facts) {
+        Some(Controller::spawn(
+            &controller::Spec {
+                command: &config.command,
+                python_path: &python_path,
+                run_dir: run_dir.path(),
+                workers: config.workers,
+                out: run_dir.log("controller"),
+                err: run_dir.err_log("controller"),
+                color,
+                columns: width,
+            },
+            events_tx.clone(),
+        )?)
+    } else {
+        None
+    };
     let spawn = |index: usize, generation: u32| {
         let stem = worker::stem(index, generation);
+        let input = serde_json::json!({
+            "workerid": worker::name(index),
+            "workercount": config.workers,
+            "testrunuid": testrun_uid,
+            "mainargv": config.command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+        });
+        let workerinput = match &controller {
+            Some(controller) => {
+                controller.configure(index, generation, input);
+                None
+            }
+            None => Some(input),
+        };
         let spec = worker::Spec {
             index,
             count: config.workers,
@@ -69,6 +104,7 @@ pub(crate) fn launch(
             color,
             columns: width,
             stream: facts.stream,
+            workerinput,
         };
         Worker::spawn(&spec, events_tx.clone())
     };
@@ -95,7 +131,10 @@ pub(crate) fn launch(
     );
     let header = Header::new(config.workers, facts, ready.prepared.as_ref());
     let display = Display::new(ui, names.clone(), facts.verbose, header);
-    let mut sink = Tee(display, CollectedFile::new(run_dir.collected_path()));
+    let mut sink = Tee(
+        Tee(display, CollectedFile::new(run_dir.collected_path())),
+        controller.as_ref().map(Feed),
+    );
     let mut outcome = Supervisor::new(
         workers,
         Box::new(spawn),
@@ -105,7 +144,28 @@ pub(crate) fn launch(
         &mut sink,
     )
     .run();
-    outcome.warnings.extend(sink.1.error);
+    outcome.warnings.extend(sink.0 .1.error);
+    if !facts.stream {
+        pass_stderr_through(&outcome, run_dir);
+    }
+    if let Some(controller) = controller {
+        // After Ctrl-C, what the plugins write of the tests that finished, but not for long.
+        let patience = if outcome.interrupted {
+            CONTROLLER_PATIENCE / 10
+        } else {
+            CONTROLLER_PATIENCE
+        };
+        let ending = controller.finish(outcome.interrupted, patience);
+        outcome.plugins_text = ending.text;
+        outcome.plugins_status = ending.exitstatus;
+        if ending.exitstatus == Some(i32::from(crate::exit::INTERNAL_ERROR)) {
+            outcome.warnings.push(format!(
+                "a plugin's controller side failed (INTERNALERROR):\n{}",
+                worker::tail(&run_dir.log("controller"), 5)
+            ));
+        }
+        outcome.warnings.extend(ending.problem);
+    }
     Ok(Launched {
         outcome,
         names,
@@ -113,6 +173,39 @@ pub(crate) fn launch(
         width,
         color,
     })
+}
+
+/// What the workers that ended their sessions wrote to stderr outside pytest's capture
+/// (pytest-benchmark's warning as a worker unconfigures): shown as xdist shows its workers'
+/// stderr. (A crashed worker's is shown with its crash; pytest's usage and internal errors
+/// by the finish phase.)
+fn pass_stderr_through(outcome: &RunOutcome, run_dir: &RunDir) {
+    for (index, status) in outcome.exitstatus.iter().enumerate() {
+        if !matches!(status, Some(0 | 1 | 5)) {
+            continue;
+        }
+        let name = worker::name(index);
+        let last = outcome
+            .stems
+            .iter()
+            .rev()
+            .find(|stem| stem.split('.').next() == Some(name.as_str()));
+        let Some(stem) = last else { continue };
+        let text = std::fs::read(run_dir.err_log(stem)).unwrap_or_default();
+        if !text.is_empty() {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &text);
+        }
+    }
+}
+
+/// A controller runs when a plugin may act in xdist's controller process (the probe's
+/// list); `TESTMON_RUN_CONTROLLER_MODE=always|never` overrides that, for measuring it.
+fn wants_controller(facts: &Facts) -> bool {
+    match std::env::var("TESTMON_RUN_CONTROLLER_MODE").as_deref() {
+        Ok("always") => true,
+        Ok("never") => false,
+        _ => !facts.controller_side.is_empty(),
+    }
 }
 
 /// Writes the run's collection into the run directory as soon as it is known, for the

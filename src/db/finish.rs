@@ -11,13 +11,18 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::home_file;
 use super::merge::FileFpRows;
 
-/// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; collected tests
+/// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; tests of the run
 /// without a record get a placeholder ("0match") so that they are selected until they ran.
 /// `collected` is what the worker's testmon computed: its collection plus its stable tests.
+/// Unlike single-process testmon, a test that is not in `run_list` (deselected by `-k`,
+/// `-m`, `--deselect`) gets no row, as under xdist: it never ran, and a test without a row
+/// is selected as new whenever it is collected again, so the selection is the same, and
+/// every later run does not read and sync a row per deselected test.
 pub(crate) fn sync_tests(
     conn: &mut Connection,
     env_id: i64,
     collected: &[String],
+    run_list: &[String],
     placeholder: &[u8],
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -28,6 +33,7 @@ pub(crate) fn sync_tests(
         rows.collect::<rusqlite::Result<_>>()?
     };
     let collected_set: HashSet<&str> = collected.iter().map(String::as_str).collect();
+    let will_run: HashSet<&str> = run_list.iter().map(String::as_str).collect();
     {
         let mut insert_test = tx.prepare(
             "INSERT INTO test_execution (environment_id, test_name, duration, failed, forced)
@@ -38,7 +44,11 @@ pub(crate) fn sync_tests(
         let mut added: Vec<&str> = collected
             .iter()
             .map(String::as_str)
-            .filter(|name| !known.contains(*name) && home_file(name).ends_with(".py"))
+            .filter(|name| {
+                !known.contains(*name)
+                    && will_run.contains(*name)
+                    && home_file(name).ends_with(".py")
+            })
             .collect();
         added.sort_unstable();
         added.dedup();

@@ -30,6 +30,13 @@ pub(crate) fn tracked_files(conn: &Connection, env_id: i64) -> Result<Vec<String
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The names of the environment's recorded tests.
+pub(crate) fn test_names(conn: &Connection, env_id: i64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT test_name FROM test_execution WHERE environment_id = ?")?;
+    let rows = stmt.query_map([env_id], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// The tests of the environment testmon selects again whatever changes: recorded as
 /// failing, or not yet run (a placeholder fingerprint, "0match", that never matches: a test
 /// collected but deselected, one whose fingerprints testmon could not compute).

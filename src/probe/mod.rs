@@ -16,7 +16,7 @@ use crate::exit::{self, Fatal};
 use crate::pycommand;
 use crate::run::rundir::{RunDir, PROBE_MODULE};
 
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Facts {
@@ -32,6 +32,10 @@ pub(crate) struct Facts {
     pub(crate) verbose: i64,
     pub(crate) color: String,
     pub(crate) testmon: Option<Testmon>,
+    /// The plugins that may act in xdist's controller process (python/probe.py
+    /// controller_side): a controller runs when there is one.
+    #[serde(default)]
+    pub(crate) controller_side: Vec<String>,
     /// `-s` or live logging: the workers' output is streamed.
     #[serde(default)]
     pub(crate) stream: bool,

@@ -49,10 +49,18 @@ pub(crate) fn prepare(tm: &Testmon, tracked: bool) -> Result<Prepared> {
 }
 
 /// After a completed run: the tests testmon would select again with nothing changed
-/// (failing, not yet run), and the files it tracks.
-pub(crate) fn settled(tm: &Testmon, env: &EnvironmentRow) -> Result<(Vec<String>, Vec<String>)> {
+/// (failing, not yet run, and those of `tests` without a row: never run, deselected by
+/// pytest), and the files it tracks.
+pub(crate) fn settled(
+    tm: &Testmon,
+    env: &EnvironmentRow,
+    tests: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
     let conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
-    let failing = db::reselected(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
+    let mut failing = db::reselected(&conn, env.id, &hex(&tm.placeholder_checksums)?)?;
+    let known: std::collections::HashSet<String> =
+        db::test_names(&conn, env.id)?.into_iter().collect();
+    failing.extend(tests.iter().filter(|t| !known.contains(*t)).cloned());
     let tracked = db::tracked_files(&conn, env.id)?;
     close(conn)?;
     Ok((failing, tracked))
@@ -75,7 +83,7 @@ pub(crate) fn record(
     if tm.collect {
         if let Some(collected) = sync {
             let placeholder = hex(&tm.placeholder_checksums)?;
-            db::sync_tests(&mut conn, env.id, collected, &placeholder)
+            db::sync_tests(&mut conn, env.id, collected, run_list, &placeholder)
                 .context("syncing collected tests")?;
         }
         // A worker that died before testmon made its spool leaves none, or an empty file.

@@ -255,6 +255,7 @@ pub(crate) fn run_report(outcome: &RunOutcome, style: &Style, seconds: f64) -> S
         style.verbose,
         width,
     ));
+    out.push_str(&outcome.plugins_text);
     out.push_str(&short_summary(
         &outcome.results,
         &outcome.collect_errors,

@@ -23,6 +23,15 @@ pub(crate) enum Event {
         line: String,
     },
     Signal(SignalEvent),
+    /// The user's plugins' lines for pytest's header, from the controller.
+    PluginHeader(Vec<String>),
+    /// The `workerinput` for the `generation`-th incarnation of `worker`, once the
+    /// controller's plugins have added to it (run::controller).
+    WorkerInput {
+        worker: usize,
+        generation: u32,
+        input: serde_json::Value,
+    },
 }
 
 /// OS signals, as the supervisor cares about them.

@@ -2,6 +2,7 @@
 //! run's state (supervisor), a worker's lifecycle (slot) and what it holds (ledger), the pure
 //! scheduler, the protocol spoken with the workers, OS signals and the run directory.
 
+pub(crate) mod controller;
 pub(crate) mod crash_report;
 pub(crate) mod events;
 pub(crate) mod ledger;

@@ -42,6 +42,12 @@ pub(crate) struct CutShort {
 /// Everything the run produced, for the merge and the report.
 #[derive(Debug, Default)]
 pub(crate) struct RunOutcome {
+    /// What the user's plugins printed at the end in the controller (the coverage table),
+    /// shown where pytest's terminal summary shows it.
+    pub(crate) plugins_text: String,
+    /// The controller's session exit status (1: a plugin failed the run, as
+    /// `--cov-fail-under`; 3: a plugin's internal error).
+    pub(crate) plugins_status: Option<i32>,
     /// The run's list: the first worker's collection, in testmon's order.
     pub(crate) run_list: Vec<String>,
     pub(crate) results: Vec<TestResult>,
@@ -122,10 +128,12 @@ impl RunOutcome {
             usage_error: statuses.contains(&i32::from(exit::USAGE_ERROR)),
             internal_error: !self.problems.is_empty()
                 || !self.not_run.is_empty()
-                || statuses.contains(&i32::from(exit::INTERNAL_ERROR)),
+                || statuses.contains(&i32::from(exit::INTERNAL_ERROR))
+                || self.plugins_status == Some(i32::from(exit::INTERNAL_ERROR)),
             interrupted: self.interrupted || statuses.contains(&i32::from(exit::INTERRUPTED)),
             failures: self.results.iter().any(TestResult::failed)
-                || !self.collect_errors.is_empty(),
+                || !self.collect_errors.is_empty()
+                || self.plugins_status == Some(i32::from(exit::TESTS_FAILED)),
             tests_run: self.run_list.len(),
             deselected_by_testmon: self.exitstatus.first().copied().flatten() == Some(0),
         }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes; a worker of another build is refused.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -25,6 +25,14 @@ pub(crate) enum FromWorker {
         /// The tests pytest itself deselected (-k, -m, --deselect).
         #[serde(default)]
         user_deselected: Vec<String>,
+        /// The failed collections' reports in pytest's own serialization, for the
+        /// controller (sent only when there is one).
+        #[serde(default)]
+        forward: Vec<serde_json::Value>,
+        /// Test files where a module- or package-scoped fixture is shared by tests of more
+        /// than one class-or-module scope: one unit under `--dist loadscope`.
+        #[serde(default)]
+        whole_files: Vec<String>,
     },
     /// The worker has at most one test left (`queued`): it wants the next unit.
     Want {
@@ -42,6 +50,10 @@ pub(crate) enum FromWorker {
         /// in the spool (testmon wrote its batch, or does not record).
         #[serde(default = "durable_default")]
         durable: bool,
+        /// The reports in pytest's own serialization, for the controller (sent only when
+        /// there is one).
+        #[serde(default)]
+        forward: Vec<serde_json::Value>,
     },
     /// The session ended (pytest's `shouldfail`/`shouldstop` come along, unread: the
     /// supervisor decides -x for the whole run).
@@ -53,6 +65,9 @@ pub(crate) enum FromWorker {
         /// What the worker would have written to pytest's cache (None: no cacheprovider).
         #[serde(default)]
         cache: Option<CacheReport>,
+        /// xdist's `config.workeroutput`, for the controller's `pytest_testnodedown`.
+        #[serde(default)]
+        workeroutput: Option<serde_json::Value>,
     },
 }
 
@@ -176,6 +191,11 @@ pub(crate) struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum ToWorker {
+    /// xdist's `config.workerinput`: the first message a worker gets, before it configures.
+    #[serde(rename = "workerinput")]
+    WorkerInput {
+        input: serde_json::Value,
+    },
     Run {
         nodeids: Vec<String>,
     },
@@ -277,5 +297,42 @@ mod tests {
         assert_eq!(line, "{\"t\":\"run\",\"nodeids\":[\"t.py::a[x\\ny]\"]}\n");
         assert_eq!(encode(&ToWorker::Shutdown), "{\"t\":\"shutdown\"}\n");
         assert_eq!(encode(&ToWorker::Later), "{\"t\":\"later\"}\n");
+        let input = serde_json::json!({"workerid": "gw0", "workercount": 2});
+        assert_eq!(
+            encode(&ToWorker::WorkerInput { input }),
+            "{\"t\":\"workerinput\",\"input\":{\"workerid\":\"gw0\",\"workercount\":2}}\n"
+        );
+    }
+
+    /// What the controller gets passes through as it came: the reports in pytest's own
+    /// serialization, the failed collections', the worker's workeroutput; absent, empty.
+    #[test]
+    fn the_controllers_parts_pass_through_and_may_be_absent() {
+        let line = r#"{"t": "result", "nodeid": "t.py::a", "reports": [],
+                       "forward": [{"nodeid": "t.py::a", "when": "call", "x": [1, {"y": null}]}]}"#;
+        let FromWorker::Result { forward, .. } = parse(line).unwrap() else {
+            panic!("a result");
+        };
+        assert_eq!(forward[0]["x"][1], serde_json::json!({"y": null}));
+        let line = r#"{"t": "finished", "exitstatus": 0,
+                       "workeroutput": {"cov_worker_node_id": "gw0", "b": {"__testmon_run_bytes__": "AA=="}}}"#;
+        let FromWorker::Finished { workeroutput, .. } = parse(line).unwrap() else {
+            panic!("finished");
+        };
+        assert_eq!(workeroutput.unwrap()["cov_worker_node_id"], "gw0");
+        let line = r#"{"t": "finished", "exitstatus": 0}"#;
+        assert!(matches!(
+            parse(line).unwrap(),
+            FromWorker::Finished {
+                workeroutput: None,
+                ..
+            }
+        ));
+        let line = r#"{"t": "collected", "nodeids": [], "deselected": 0, "sync": null,
+                       "collect_errors": []}"#;
+        assert!(matches!(
+            parse(line).unwrap(),
+            FromWorker::Collected { forward, .. } if forward.is_empty()
+        ));
     }
 }

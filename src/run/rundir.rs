@@ -21,6 +21,9 @@ use crate::exit::Fatal;
 pub(crate) const PROBE_MODULE: &str = "_testmon_run_probe";
 /// The worker plugin, imported by pytest as `-p _testmon_run_worker`.
 pub(crate) const WORKER_MODULE: &str = "_testmon_run_worker";
+/// The controller plugin, imported by pytest as `-p _testmon_run_controller`.
+pub(crate) const CONTROLLER_MODULE: &str = "_testmon_run_controller";
+const CONTROLLER_SOURCE: &str = include_str!("../../python/controller.py");
 const PROBE_SOURCE: &str = include_str!("../../python/probe.py");
 const WORKER_SOURCE: &str = include_str!("../../python/worker.py");
 
@@ -71,6 +74,10 @@ impl RunDir {
         dir.write_new(
             &dir.python_path().join(format!("{WORKER_MODULE}.py")),
             WORKER_SOURCE.as_bytes(),
+        )?;
+        dir.write_new(
+            &dir.python_path().join(format!("{CONTROLLER_MODULE}.py")),
+            CONTROLLER_SOURCE.as_bytes(),
         )?;
         Ok(dir)
     }

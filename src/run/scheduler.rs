@@ -8,7 +8,7 @@
 //! times, not once per test. Only when its scope is used up does a worker take the longest
 //! unit left anywhere.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How tests are grouped into units of work (`--dist`); the names are the command line's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +72,14 @@ pub(crate) fn unit_key(nodeid: &str, dist: Dist) -> &str {
 }
 
 impl Scheduler {
-    pub(crate) fn new(tests: &[String], durations: &HashMap<String, f64>, dist: Dist) -> Scheduler {
+    /// `whole`: under `--dist loadscope`, files scheduled as one unit (a module- or
+    /// package-scoped fixture shared by its functions and its classes).
+    pub(crate) fn new(
+        tests: &[String],
+        durations: &HashMap<String, f64>,
+        dist: Dist,
+        whole: &HashSet<String>,
+    ) -> Scheduler {
         let fallback = median(
             tests
                 .iter()
@@ -83,9 +90,16 @@ impl Scheduler {
         let mut units: Vec<(Unit, Place)> = Vec::new();
         for (i, test) in tests.iter().enumerate() {
             let cost = durations.get(test).copied().unwrap_or(fallback);
-            let slot = *index.entry(unit_key(test, dist)).or_insert_with(|| {
+            let file = unit_key(test, Dist::Loadfile);
+            let whole_file = dist == Dist::Loadscope && whole.contains(file);
+            let (key, scope) = if whole_file {
+                (file, file)
+            } else {
+                (unit_key(test, dist), unit_key(test, Dist::Loadscope))
+            };
+            let slot = *index.entry(key).or_insert_with(|| {
                 let place = Place {
-                    scope: unit_key(test, Dist::Loadscope).to_string(),
+                    scope: scope.to_string(),
                     file: unit_key(test, Dist::Loadfile).to_string(),
                 };
                 units.push((
@@ -276,9 +290,9 @@ mod tests {
             ("d.py::t4", 3.0),
             ("e.py::t5", 2.0),
         ]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load);
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![1]);
-        let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load), 2);
+        let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load, &HashSet::new()), 2);
         assert_eq!(makespan, 7.0); // 5+2 / 3+3+1
         s.cancel();
         assert!(s.next_for(0, |_| true).is_none());
@@ -293,7 +307,7 @@ mod tests {
             .map(|(i, t)| (t.clone(), (i % 13) as f64))
             .collect();
         for dist in [Dist::Load, Dist::Loadfile, Dist::Loadscope] {
-            let (ran, _) = simulate(Scheduler::new(&tests, &d, dist), 3);
+            let (ran, _) = simulate(Scheduler::new(&tests, &d, dist, &HashSet::new()), 3);
             let mut all: Vec<usize> = ran.into_iter().flatten().collect();
             all.sort_unstable();
             assert_eq!(all, (0..100).collect::<Vec<_>>(), "{dist:?}");
@@ -313,7 +327,7 @@ mod tests {
             .enumerate()
             .map(|(i, t)| (t.clone(), 0.001 + ((i * 7919) % 97) as f64 * 1e-5))
             .collect();
-        let (ran, _) = simulate(Scheduler::new(&tests, &d, Dist::Load), 2);
+        let (ran, _) = simulate(Scheduler::new(&tests, &d, Dist::Load, &HashSet::new()), 2);
         let switches: usize = ran
             .iter()
             .map(|seq| {
@@ -328,12 +342,32 @@ mod tests {
     #[test]
     fn units_keep_testmon_order_within() {
         let tests = names(&["a.py::C::t2", "a.py::C::t1", "a.py::t0", "b.py::t9"]);
-        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope);
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &HashSet::new());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1]);
         assert_eq!(s.next_for(1, |_| true).unwrap().tests, vec![2]);
-        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadfile);
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadfile, &HashSet::new());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1, 2]);
         assert_eq!(s.units_left(), 1);
+    }
+
+    /// A file whose module-scoped fixture its functions and its class share is one unit,
+    /// in testmon's order, under loadscope; other files keep their scopes.
+    #[test]
+    fn a_file_sharing_a_module_fixture_is_one_unit() {
+        let tests = names(&[
+            "a.py::t0",
+            "a.py::C::t1",
+            "a.py::t2",
+            "b.py::t3",
+            "b.py::D::t4",
+        ]);
+        let whole: HashSet<String> = ["a.py".to_string()].into();
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &whole);
+        assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1, 2]);
+        assert_eq!(s.units_left(), 2);
+        // Not under load: there every test is its own unit whatever it shares.
+        let s = Scheduler::new(&tests, &HashMap::new(), Dist::Load, &whole);
+        assert_eq!(s.units_left(), 5);
     }
 
     #[test]
@@ -354,7 +388,7 @@ mod tests {
     fn unknown_durations_cost_the_median() {
         let tests = names(&["a", "b", "c", "new"]);
         let d = durations(&[("a", 1.0), ("b", 2.0), ("c", 9.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load);
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
         let order: Vec<f64> = std::iter::from_fn(|| s.next_for(0, |_| true))
             .map(|u| u.cost)
             .collect();
@@ -365,7 +399,7 @@ mod tests {
     fn ineligible_units_are_skipped_not_lost() {
         let tests = names(&["a", "b"]);
         let d = durations(&[("a", 2.0), ("b", 1.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load);
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
         assert_eq!(
             s.next_for(0, |u| u.tests != vec![0]).unwrap().tests,
             vec![1]
@@ -378,7 +412,7 @@ mod tests {
     fn requeued_work_goes_out_first() {
         let tests = names(&["a", "b", "c"]);
         let d = durations(&[("a", 3.0), ("b", 2.0), ("c", 1.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load);
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
         let first = s.next_for(0, |_| true).unwrap();
         s.requeue(first.clone());
         assert_eq!(s.next_for(1, |_| true).unwrap(), first);

@@ -24,6 +24,8 @@ pub(crate) struct Scheduled<'a> {
 pub(crate) trait Sink {
     /// Every worker has collected: the run's list is known and the schedule starts.
     fn scheduled(&mut self, _run: &Scheduled) {}
+    /// The user's plugins' lines for pytest's header (from the controller).
+    fn plugin_header(&mut self, _lines: &[String]) {}
     /// `worker` started `nodeid`, the first test it holds.
     fn test_started(&mut self, _worker: usize, _nodeid: &str) {}
     /// `worker` reported `nodeid`, expected to take `cost` seconds.
@@ -37,10 +39,48 @@ pub(crate) trait Sink {
     fn worker_replaced(&mut self, _worker: usize, _restarts: u32, _max: u32) {}
     /// One complete line a worker printed (`-s`, live logs), without its newline.
     fn output(&mut self, _worker: usize, _line: &str) {}
+    /// `worker` has collected `ids` (after testmon's selection); `failed` are its failed
+    /// collections' reports in pytest's own serialization (sent only when a controller
+    /// runs).
+    fn worker_ready(&mut self, _worker: usize, _ids: &[String], _failed: &[serde_json::Value]) {}
+    /// A test's reports in pytest's own serialization (sent only when a controller runs).
+    fn forward(&mut self, _worker: usize, _reports: &[serde_json::Value]) {}
+    /// `worker` has ended: its `workeroutput`, and what went wrong when it crashed.
+    fn worker_down(
+        &mut self,
+        _worker: usize,
+        _output: Option<&serde_json::Value>,
+        _error: Option<&str>,
+    ) {
+    }
     /// About every 50 ms while the run goes on.
     fn tick(&mut self) {}
     /// The run is over (every worker reaped).
     fn finish(&mut self) {}
+}
+
+/// A sink that may not be there.
+impl<S: Sink> Sink for Option<S> {
+    fn worker_ready(&mut self, worker: usize, ids: &[String], failed: &[serde_json::Value]) {
+        if let Some(sink) = self {
+            sink.worker_ready(worker, ids, failed);
+        }
+    }
+    fn forward(&mut self, worker: usize, reports: &[serde_json::Value]) {
+        if let Some(sink) = self {
+            sink.forward(worker, reports);
+        }
+    }
+    fn worker_down(
+        &mut self,
+        worker: usize,
+        output: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) {
+        if let Some(sink) = self {
+            sink.worker_down(worker, output, error);
+        }
+    }
 }
 
 /// Two sinks that both see every event, `A`'s first.
@@ -50,6 +90,10 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
     fn scheduled(&mut self, run: &Scheduled) {
         self.0.scheduled(run);
         self.1.scheduled(run);
+    }
+    fn plugin_header(&mut self, lines: &[String]) {
+        self.0.plugin_header(lines);
+        self.1.plugin_header(lines);
     }
     fn test_started(&mut self, worker: usize, nodeid: &str) {
         self.0.test_started(worker, nodeid);
@@ -74,6 +118,23 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
     fn output(&mut self, worker: usize, line: &str) {
         self.0.output(worker, line);
         self.1.output(worker, line);
+    }
+    fn worker_ready(&mut self, worker: usize, ids: &[String], failed: &[serde_json::Value]) {
+        self.0.worker_ready(worker, ids, failed);
+        self.1.worker_ready(worker, ids, failed);
+    }
+    fn forward(&mut self, worker: usize, reports: &[serde_json::Value]) {
+        self.0.forward(worker, reports);
+        self.1.forward(worker, reports);
+    }
+    fn worker_down(
+        &mut self,
+        worker: usize,
+        output: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) {
+        self.0.worker_down(worker, output, error);
+        self.1.worker_down(worker, output, error);
     }
     fn tick(&mut self) {
         self.0.tick();

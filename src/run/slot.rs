@@ -59,6 +59,8 @@ pub(crate) struct Collected {
     pub(crate) sync: Option<Vec<String>>,
     pub(crate) collect_errors: Vec<CollectError>,
     pub(crate) tm_message: Option<String>,
+    /// Files scheduled whole under `--dist loadscope` (protocol: `whole_files`).
+    pub(crate) whole_files: Vec<String>,
 }
 
 pub(crate) struct Slot<W> {
@@ -76,6 +78,8 @@ pub(crate) struct Slot<W> {
     pub(crate) closed: bool,
     /// The pytest exit status it reported at the end of its session.
     pub(crate) finished: Option<i32>,
+    /// xdist's `config.workeroutput` it reported at the end of its session.
+    pub(crate) workeroutput: Option<serde_json::Value>,
     /// When the test it runs now (the first it holds) started.
     pub(crate) running_since: Option<Instant>,
     pub(crate) killed: Option<Kill>,
@@ -92,6 +96,7 @@ impl<W: WorkerHandle> Slot<W> {
             wants: None,
             closed: false,
             finished: None,
+            workeroutput: None,
             running_since: None,
             killed: None,
         }

@@ -169,6 +169,17 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
             Event::Signal(SignalEvent::Interrupt) => self.on_interrupt(),
             Event::Signal(SignalEvent::Suspend) => self.suspend(),
             Event::Signal(SignalEvent::Continue) => self.signal_running(Signal::SIGCONT),
+            Event::PluginHeader(lines) => self.sink.plugin_header(&lines),
+            Event::WorkerInput {
+                worker,
+                generation,
+                input,
+            } => {
+                let slot = &mut self.slots[worker];
+                if slot.generation == generation && slot.running() {
+                    slot.worker.send(&ToWorker::WorkerInput { input });
+                }
+            }
         }
     }
 
@@ -191,7 +202,10 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 collect_errors,
                 tm_message,
                 user_deselected,
+                forward,
+                whole_files,
             } => {
+                self.sink.worker_ready(w, &nodeids, &forward);
                 self.slots[w].collected = Some(Collected {
                     nodeids,
                     deselected,
@@ -199,6 +213,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                     sync,
                     collect_errors,
                     tm_message,
+                    whole_files,
                 });
                 if self.scheduler.is_some() {
                     self.replacement_collected(w);
@@ -214,7 +229,11 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 reports,
                 sections,
                 durable,
+                forward,
             } => {
+                if !forward.is_empty() {
+                    self.sink.forward(w, &forward);
+                }
                 self.out
                     .sections
                     .extend(sections.into_iter().map(|part| Section {
@@ -228,8 +247,10 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 exitstatus,
                 warnings,
                 cache,
+                workeroutput,
             } => {
                 self.slots[w].finished = Some(exitstatus);
+                self.slots[w].workeroutput = workeroutput;
                 self.out.exitstatus[w] = Some(exitstatus);
                 for warning in warnings {
                     if !self.out.pytest_warnings.contains(&warning) {
@@ -264,13 +285,16 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
         self.out.user_deselected = std::mem::take(&mut collected.user_deselected);
         self.out.sync = collected.sync.take();
         self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
+        let whole: HashSet<String> = std::mem::take(&mut collected.whole_files)
+            .into_iter()
+            .collect();
         self.compare_collections(first, &run_list);
         self.index = run_list
             .iter()
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
-        let mut scheduler = Scheduler::new(&run_list, self.durations, self.options.dist);
+        let mut scheduler = Scheduler::new(&run_list, self.durations, self.options.dist, &whole);
         if self.stopping() {
             scheduler.cancel();
         }
@@ -532,6 +556,15 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 continue;
             };
             self.slots[w].lifecycle = Lifecycle::Reaped;
+            let error = match self.slots[w].finished {
+                None => Some(format!(
+                    "worker ended before its session did ({})",
+                    exit.describe()
+                )),
+                Some(_) => None,
+            };
+            self.sink
+                .worker_down(w, self.slots[w].workeroutput.as_ref(), error.as_deref());
             match self.slots[w].finished {
                 None => self.on_crash(w, exit),
                 Some(status) if status == i32::from(exit::INTERNAL_ERROR) => self.give_back(w),
@@ -819,6 +852,25 @@ mod tests {
         fn worker_replaced(&mut self, worker: usize, restarts: u32, max: u32) {
             self.0.push(format!("replaced {worker} {restarts}/{max}"));
         }
+        fn worker_ready(&mut self, worker: usize, ids: &[String], failed: &[serde_json::Value]) {
+            self.0
+                .push(format!("ready {worker} {} {}", ids.len(), failed.len()));
+        }
+        fn forward(&mut self, worker: usize, reports: &[serde_json::Value]) {
+            self.0.push(format!("forward {worker} {}", reports.len()));
+        }
+        fn worker_down(
+            &mut self,
+            worker: usize,
+            output: Option<&serde_json::Value>,
+            error: Option<&str>,
+        ) {
+            let output = output.map(ToString::to_string);
+            self.0.push(format!("down {worker} {output:?} {error:?}"));
+        }
+        fn plugin_header(&mut self, lines: &[String]) {
+            self.0.push(format!("header {lines:?}"));
+        }
     }
 
     const TESTS: [&str; 4] = ["t.py::a", "t.py::b", "u.py::c", "u.py::d"];
@@ -1020,6 +1072,93 @@ mod tests {
             }
         }
         panic!("the run did not settle");
+    }
+
+    fn workerinputs(state: &Shared) -> Vec<serde_json::Value> {
+        let sent = &state.borrow().sent;
+        sent.iter()
+            .filter_map(|m| match m {
+                ToWorker::WorkerInput { input } => Some(input.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The controller's side of a run: each worker's workerinput goes to the incarnation it
+    /// was asked for (never to its replacement), and the sink hears each worker's collection,
+    /// forwarded reports and end, with its workeroutput or what went wrong.
+    #[test]
+    fn controller_events_reach_the_sink_and_workerinput_its_incarnation() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        let input = |id: &str| serde_json::json!({"workerid": id, "cov_master_host": "h"});
+        sup.handle(Event::WorkerInput {
+            worker: 0,
+            generation: 0,
+            input: input("gw0"),
+        });
+        sup.handle(Event::PluginHeader(vec!["Using --randomly-seed=1".into()]));
+        let gw0 = state(&started, "gw0");
+        let gw1 = state(&started, "gw1");
+        assert_eq!(workerinputs(&gw0), [input("gw0")]);
+        assert!(workerinputs(&gw1).is_empty());
+        sup.handle(msg(
+            0,
+            serde_json::json!({"t": "collected", "nodeids": TESTS, "deselected": 0,
+                               "sync": TESTS, "collect_errors": [],
+                               "forward": [{"nodeid": "bad.py", "outcome": "failed"}]}),
+        ));
+        sup.handle(collected(1, &TESTS));
+        sup.handle(want(0, 0));
+        sup.handle(want(1, 0));
+        let first = runs(&gw0)[0].clone();
+        let report = serde_json::json!({"when": "call", "outcome": "passed",
+                                        "category": "passed", "duration": 0.1,
+                                        "head_line": first});
+        sup.handle(msg(
+            0,
+            serde_json::json!({"t": "result", "nodeid": first, "reports": [report],
+                               "forward": [{"nodeid": first, "when": "setup"},
+                                           {"nodeid": first, "when": "call"},
+                                           {"nodeid": first, "when": "teardown"}]}),
+        ));
+        // gw1 crashes; its replacement's workerinput is asked for anew.
+        dies(&mut sup, &gw1, 1, Exit::Signal(9));
+        let gw1_1 = state(&started, "gw1.1");
+        sup.handle(Event::WorkerInput {
+            worker: 1,
+            generation: 0,
+            input: input("stale"),
+        });
+        assert!(workerinputs(&gw1_1).is_empty(), "the crashed one's input");
+        sup.handle(Event::WorkerInput {
+            worker: 1,
+            generation: 1,
+            input: input("gw1"),
+        });
+        assert_eq!(workerinputs(&gw1_1), [input("gw1")]);
+        sup.handle(msg(
+            0,
+            serde_json::json!({"t": "finished", "exitstatus": 0,
+                               "workeroutput": {"cov_worker_node_id": "gw0"}}),
+        ));
+        dies(&mut sup, &gw0, 0, Exit::Code(0));
+        drop(sup);
+        let events = &h.recorder.0;
+        for expected in [
+            "header [\"Using --randomly-seed=1\"]",
+            "ready 0 4 1",
+            "ready 1 4 0",
+            "forward 0 3",
+            "down 1 None Some(\"worker ended before its session did (killed by SIGKILL)\")",
+            "down 0 Some(\"{\\\"cov_worker_node_id\\\":\\\"gw0\\\"}\") None",
+        ] {
+            assert!(
+                events.iter().any(|e| e == expected),
+                "{expected} not in {events:#?}"
+            );
+        }
     }
 
     #[test]
@@ -1413,7 +1552,8 @@ mod tests {
         start(&mut sup, 1);
         drop(sup);
         assert_eq!(
-            h.recorder.0[0], "scheduled 4 None",
+            scheduled(&h.recorder),
+            "scheduled 4 None",
             "a new database: no estimate"
         );
 
@@ -1425,6 +1565,11 @@ mod tests {
         start(&mut sup, 1);
         drop(sup);
         // The two unknown tests cost the median of the known ones: 3 + 1 + 2 × 2.
-        assert_eq!(h.recorder.0[0], "scheduled 4 Some(8.0)");
+        assert_eq!(scheduled(&h.recorder), "scheduled 4 Some(8.0)");
+    }
+
+    fn scheduled(recorder: &Recorder) -> &str {
+        let found = recorder.0.iter().find(|e| e.starts_with("scheduled"));
+        found.expect("the schedule started")
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Spec<'a> {
     /// Stream the worker's stdout and stderr line by line as events (`-s`, live logs), a
     /// copy kept in the logs.
     pub(crate) stream: bool,
+    /// xdist's `config.workerinput`, sent as the worker's first message; None when the
+    /// controller adds to it first (the supervisor sends it then).
+    pub(crate) workerinput: Option<serde_json::Value>,
 }
 
 /// How a worker process ended, classified once.
@@ -129,6 +132,12 @@ impl Worker {
         } else {
             cmd.stdout(log.try_clone()?).stderr(err_log.try_clone()?);
         }
+        if spec.workerinput.is_none() {
+            // A controller runs: every report goes to it too, in pytest's serialization.
+            cmd.env("TESTMON_RUN_FORWARD", "1");
+        } else {
+            cmd.env_remove("TESTMON_RUN_FORWARD");
+        }
         if let Some(exec_id) = spec.exec_id {
             cmd.env("TESTMON_RUN_EXEC_ID", exec_id.to_string());
         }
@@ -149,6 +158,14 @@ impl Worker {
         if let Some(stderr) = child.stderr.take() {
             stream_lines(spec.index, stderr, err_log, events.clone(), &name)?;
         }
+        let mut writer = ours.try_clone()?;
+        if let Some(input) = &spec.workerinput {
+            let msg = ToWorker::WorkerInput {
+                input: input.clone(),
+            };
+            // Into the socket's buffer: read once the worker's pytest configures.
+            let _ = writer.write_all(protocol::encode(&msg).as_bytes());
+        }
         let reader = ours.try_clone()?;
         let index = spec.index;
         std::thread::Builder::new()
@@ -158,7 +175,7 @@ impl Worker {
             name,
             stem: spec.stem.clone(),
             child,
-            writer: ours,
+            writer,
             log: spec.log.clone(),
             err_log: spec.err_log.clone(),
         })
@@ -203,7 +220,7 @@ impl WorkerHandle for Worker {
 /// Between fork and exec: the worker keeps `fds` (its socket, the run directory's lock), and
 /// starts with default signal dispositions and an empty mask, interrupted when this process
 /// dies.
-fn inherit_and_reset(cmd: &mut std::process::Command, fds: [std::os::fd::RawFd; 2]) {
+pub(crate) fn inherit_and_reset(cmd: &mut std::process::Command, fds: [std::os::fd::RawFd; 2]) {
     // SAFETY: only async-signal-safe calls (fcntl, signal, sigprocmask, prctl) between fork
     // and exec.
     unsafe {

@@ -14,6 +14,10 @@ pub(crate) struct Display {
     /// pytest's verbosity: 1+ a line per test, -1 no header, -2 not even failures as they come.
     verbose: i64,
     header: Header,
+    /// The user's plugins' header lines (`Using --randomly-seed=...`), from the controller:
+    /// None until the run's header line is shown, then they follow it at once.
+    plugin_header: Option<Vec<String>>,
+    header_shown: bool,
 }
 
 impl Display {
@@ -23,6 +27,8 @@ impl Display {
             names,
             verbose,
             header,
+            plugin_header: None,
+            header_shown: false,
         }
     }
 
@@ -38,13 +44,27 @@ impl Sink for Display {
                 .header
                 .line(run.run_list.len(), run.deselected, run.tm_message);
             self.ui.line(&line);
+            for line in self.plugin_header.take().unwrap_or_default() {
+                self.ui.line(&line);
+            }
         }
+        self.header_shown = true;
         if let Some(notice) = self.header.notice() {
             self.ui.line(&notice);
         }
         // No ETA without recorded durations: a guess from the count misleads.
         self.ui
             .start(run.run_list.len(), run.expected.unwrap_or(f64::NAN));
+    }
+
+    fn plugin_header(&mut self, lines: &[String]) {
+        if !self.header_shown {
+            self.plugin_header = Some(lines.to_vec());
+        } else if self.verbose >= 0 {
+            for line in lines {
+                self.ui.line(line);
+            }
+        }
     }
 
     fn test_started(&mut self, worker: usize, nodeid: &str) {

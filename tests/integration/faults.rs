@@ -775,10 +775,14 @@ fn reference(venv: Venv) -> &'static Dump {
     static TESTMON22: OnceLock<Dump> = OnceLock::new();
     static PYTEST90: OnceLock<Dump> = OnceLock::new();
     static TESTMON21: OnceLock<Dump> = OnceLock::new();
+    static PLUGINS: OnceLock<Dump> = OnceLock::new();
+    static COMPAT: OnceLock<Dump> = OnceLock::new();
     let cell = match venv {
         Venv::Testmon22 => &TESTMON22,
         Venv::Pytest90 => &PYTEST90,
         Venv::Testmon21 => &TESTMON21,
+        Venv::Plugins => &PLUGINS,
+        Venv::Compat => &COMPAT,
     };
     cell.get_or_init(|| {
         let project = Project::copy("many");

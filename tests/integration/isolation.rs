@@ -168,11 +168,16 @@ fn n_in_addopts_does_not_start_xdist_in_workers() {
     assert_eq!(records.len(), 6, "every test once: {}", run.output());
     assert_eq!(run.ran.len(), 6);
     for record in &records {
+        // A worker honouring `-n 2` would run its tests in processes it started itself.
         assert_eq!(
-            record["xdist_workerinput"], false,
+            record["parent"], "testmon-run",
             "ran inside an xdist worker: {record}"
         );
         assert!(record["env"]["TESTMON_RUN_WORKER"].is_string());
+        assert_eq!(
+            record["workerid"], record["env"]["TESTMON_RUN_WORKER"],
+            "xdist's workerinput names the worker: {record}"
+        );
     }
 }
 

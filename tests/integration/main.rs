@@ -6,6 +6,7 @@ mod support;
 mod pty;
 mod tty;
 
+mod compat;
 mod database;
 mod errors;
 mod faults;
@@ -14,6 +15,7 @@ mod isolation;
 mod noop;
 mod parity;
 mod parity_random;
+mod plugins;
 mod reporting;
 mod robustness;
 mod security;

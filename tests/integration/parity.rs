@@ -78,8 +78,48 @@ fn with_workers<'a>(run_args: &[&'a str]) -> Vec<&'a str> {
 }
 
 fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
+    sequence_with(venv, run_args, pytest_args, &[]);
+}
+
+/// A test file whose module-scoped fixture (its setup reads calc/strings.py) is used by a
+/// plain function and by a class: 3 tests.
+const MIXED_SCOPES: (&str, &str) = (
+    "tests/test_mixed.py",
+    r#"import pytest
+
+from calc import strings
+
+
+@pytest.fixture(scope="module")
+def words():
+    return [strings.reverse("ab")]
+
+
+def test_words(words):
+    assert words == ["ba"]
+
+
+class TestWords:
+    def test_first(self, words):
+        assert words[0] == "ba"
+
+    def test_again(self, words):
+        assert len(words) == 1
+"#,
+);
+
+/// `sequence` on the `proj` fixture with `extra` files added to both copies first.
+fn sequence_with(venv: Venv, run_args: &[&str], pytest_args: &[&str], extra: &[(&str, &str)]) {
     let parallel = Project::copy("proj");
     let single = Project::copy("proj");
+    for (path, text) in extra {
+        parallel.write(path, text);
+        single.write(path, text);
+    }
+    let extra_tests: usize = extra
+        .iter()
+        .map(|(_, t)| t.matches("def test_").count())
+        .sum();
     for (step_name, edit) in STEPS {
         edit(&parallel);
         edit(&single);
@@ -93,7 +133,7 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
             pytest_args,
             &step,
         );
-        check_selection(step_name, &ours, pytest_args);
+        check_selection(step_name, &ours, pytest_args, extra_tests);
         check_fast_path(step_name, &ours, &theirs, pytest_args);
         for suffix in ["-wal", "-shm"] {
             let side = parallel.path(&format!(".testmondata{suffix}"));
@@ -106,8 +146,12 @@ fn sequence(venv: Venv, run_args: &[&str], pytest_args: &[&str]) {
         // Module- and class-scoped fixtures land on the same test as in a single process,
         // except under --dist load, and with testmon's selection off (-k, -m: the order
         // within a class then differs between a worker and a single process; seen on
-        // tests/test_shapes.py::TestShape).
-        let selection_off = pytest_args.contains(&"-k") || pytest_args.contains(&"-m");
+        // tests/test_shapes.py::TestShape), or files and node ids as arguments (pytest
+        // collects them whatever testmon says, so the same tests run again at every step,
+        // in testmon's order by their recorded durations: the two sides' timings order a
+        // module's tests differently; seen on tests/test_strings.py's module fixture).
+        let selection_off =
+            pytest_args.contains(&"-k") || pytest_args.contains(&"-m") || file_args(pytest_args);
         let scopes = if run_args.contains(&"load") || selection_off {
             Scopes::AnyOrder
         } else {
@@ -143,8 +187,18 @@ fn parity_with_testmon_env() {
 fn parity_with_k() {
     for venv in VENVS {
         sequence(venv, &[], &["-k", "not clamp"]);
-        // -m deselects too; testmon records the deselected tests at its sync, as with -k.
+        // -m deselects too.
         sequence(venv, &[], &["-m", "not skip"]);
+        // Node ids and a file as arguments: pytest collects only those.
+        sequence(
+            venv,
+            &[],
+            &[
+                "tests/test_strings.py",
+                "tests/test_arith.py::test_add",
+                "tests/sub/test_geometry.py::TestDistances",
+            ],
+        );
     }
 }
 
@@ -157,6 +211,14 @@ fn parity_with_dist_loadfile() {
 
 /// The no-op fast path answers only when single-process testmon selects nothing, and it
 /// does answer after an all-green run when nothing changed (selection on).
+/// Files or node ids among the pytest arguments (not a `--deselect`'s value).
+fn file_args(pytest_args: &[&str]) -> bool {
+    pytest_args
+        .iter()
+        .enumerate()
+        .any(|(i, a)| a.starts_with("tests/") && (i == 0 || pytest_args[i - 1] != "--deselect"))
+}
+
 pub fn check_fast_path(step: &str, ours: &Run, theirs: &Run, pytest_args: &[&str]) {
     let fast = answered_fast(ours);
     if fast {
@@ -175,9 +237,11 @@ pub fn check_fast_path(step: &str, ours: &Run, theirs: &Run, pytest_args: &[&str
         );
     }
     if step == "nothing changed, all green" {
-        // -k/-m turn testmon's selection off. (A --deselect'ed test stays "not yet run":
-        // testmon selects it every time, pytest deselects it every time.)
-        let no_fast_path = ["-k", "-m"].iter().any(|a| pytest_args.contains(a));
+        // -k/-m turn testmon's selection off; pytest collects files and node ids given as
+        // arguments whatever testmon says. (A --deselect'ed test has no row: testmon would
+        // select it every time, pytest deselects it every time.)
+        let no_fast_path =
+            ["-k", "-m"].iter().any(|a| pytest_args.contains(a)) || file_args(pytest_args);
         assert_eq!(
             fast,
             !no_fast_path,
@@ -189,7 +253,7 @@ pub fn check_fast_path(step: &str, ours: &Run, theirs: &Run, pytest_args: &[&str
 
 /// A few steps' selections, stated outright, so that parity cannot pass by both sides
 /// running everything (or nothing).
-fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) {
+fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str], extra: usize) {
     if !pytest_args.is_empty() {
         return; // -k turns testmon's selection off; --testmon-env is checked by parity alone
     }
@@ -199,7 +263,7 @@ fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str]) 
     ];
     let ran: Vec<&str> = run.ran.iter().map(String::as_str).collect();
     match step {
-        "from an empty database" => assert_eq!(ran.len(), 53, "{step}: {ran:?}"),
+        "from an empty database" => assert_eq!(ran.len(), 53 + extra, "{step}: {ran:?}"),
         "nothing changed" | "only a comment changed" => assert_eq!(ran, failing, "{step}"),
         "module nobody imports added" => assert_eq!(ran, failing[1..], "{step}"),
         "function body changed" => {
@@ -234,26 +298,51 @@ fn parity_with_dist_load() {
 fn parity_oversubscribed() {
     // 4 workers on this 2-core machine.
     sequence(Venv::Testmon22, &["-n", "4"], &[]);
+    // 3 workers, and a file whose plain function and class share a module-scoped fixture:
+    // as two units they would land on different workers, and the fixture's setup on the
+    // first test of each; the file is one unit (module- and class-scoped fixtures compared
+    // exactly, as at any N under loadscope).
+    sequence_with(Venv::Testmon22, &["-n", "3"], &[], &[MIXED_SCOPES]);
 }
 
 #[test]
 fn parity_with_deselect() {
-    // testmon records the tests the user deselected (as not yet run) at its collection sync.
+    // Single-process testmon records the tests the user deselected as not yet run (a
+    // placeholder row) at its collection sync; testmon-run, as xdist, gives a test that never
+    // ran no row. Either way it is selected once collected without the deselection.
     let deselected = "tests/test_strings.py::test_reverse";
     for venv in VENVS {
         sequence(venv, &[], &["--deselect", deselected]);
-        let project = Project::copy("proj");
-        let run = project
-            .testmon_run(venv, &["-n", "2"], &["--deselect", deselected])
-            .run();
+        let parallel = Project::copy("proj");
+        let single = Project::copy("proj");
+        let deselect = ["--deselect", deselected];
+        let (run, _) = run_both(
+            &parallel,
+            &single,
+            venv,
+            &["-n", "2"],
+            &deselect,
+            "deselect",
+        );
         assert!(!run.ran.contains(deselected), "{}", run.output());
-        let record = &dump(&project.datafile())["default"][deselected];
         assert!(
-            record
-                .fingerprints
-                .iter()
-                .all(|(file, fsha, _)| file == "tests/test_strings.py" && fsha.is_empty()),
-            "{venv:?}: recorded as not yet run: {record:?}"
+            !dump(&parallel.datafile())["default"].contains_key(deselected),
+            "{venv:?}: a row for a test that never ran"
+        );
+        assert!(dump(&single.datafile())["default"][deselected].is_placeholder());
+        let (again, _) = run_both(
+            &parallel,
+            &single,
+            venv,
+            &["-n", "2"],
+            &[],
+            "collected again",
+        );
+        assert!(again.ran.contains(deselected), "{}", again.output());
+        assert_same_records(
+            &dump(&parallel.datafile()),
+            &dump(&single.datafile()),
+            "collected again",
         );
     }
 }

@@ -33,6 +33,14 @@ pub enum Venv {
     Pytest90,
     /// pytest 8.3.5, pytest-testmon 2.1.4
     Testmon21,
+    /// pytest 9.2.0, pytest-testmon 2.2.0, pytest-xdist and the plugins users install
+    /// (pytest-cov, pytest-html, pytest-django, ...): for tests/integration/plugins.rs only,
+    /// not in `VENVS`.
+    Plugins,
+    /// The virtualenv `$TESTMON_RUN_COMPAT_VENV` names: one entry of scripts/compat's version
+    /// matrix (other Pythons, other pytest versions), for tests/integration/compat.rs only, not
+    /// in `VENVS`.
+    Compat,
 }
 
 pub const VENVS: [Venv; 3] = [Venv::Testmon22, Venv::Pytest90, Venv::Testmon21];
@@ -43,6 +51,8 @@ impl Venv {
             Venv::Testmon22 => ".venv",
             Venv::Pytest90 => ".venv-902",
             Venv::Testmon21 => ".venv-214",
+            Venv::Plugins => ".venv-plugins",
+            Venv::Compat => return compat_venv(),
         })
     }
 
@@ -59,6 +69,24 @@ impl Venv {
     pub fn python(self) -> PathBuf {
         self.dir().join("bin/python")
     }
+}
+
+/// `$TESTMON_RUN_COMPAT_VENV`, which scripts/compat sets to one of its virtualenvs.
+fn compat_venv() -> PathBuf {
+    let Some(dir) = std::env::var_os("TESTMON_RUN_COMPAT_VENV") else {
+        panic!(
+            "TESTMON_RUN_COMPAT_VENV is not set: it names the virtualenv of one entry of the \
+             version matrix, and scripts/compat (which makes them) sets it; run scripts/compat"
+        )
+    };
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("bin/pytest").exists(),
+        "TESTMON_RUN_COMPAT_VENV={}: not a virtualenv with pytest (no bin/pytest); \
+         scripts/compat makes them under target/compat/",
+        dir.display()
+    );
+    dir
 }
 
 /// A copy of a fixture project in a temporary directory.
@@ -508,7 +536,10 @@ pub fn schedule_dependent(test: &str, scopes: Scopes) -> Option<&'static [&'stat
 }
 
 /// Asserts two dumps are equal: exactly, except that schedule-dependent tests are compared by
-/// failed flag and by the files they touch outside their shared fixture's files.
+/// failed flag and by the files they touch outside their shared fixture's files, and that a
+/// test single-process testmon holds only as a placeholder (it never ran: deselected by `-k`,
+/// `-m`, `--deselect`) may have no row in ours, as under xdist (DESIGN.md): the selection,
+/// which every sequence compares step by step, is the same either way.
 pub fn assert_same_records(parallel: &Dump, single: &Dump, step: &str) {
     assert_same_records_with(parallel, single, step, Scopes::AnyOrder);
 }
@@ -522,13 +553,19 @@ pub fn assert_same_records_with(parallel: &Dump, single: &Dump, step: &str, scop
     for (env, tests) in single {
         let ours = &parallel[env];
         let our_names: BTreeSet<&String> = ours.keys().collect();
-        let their_names: BTreeSet<&String> = tests.keys().collect();
+        let their_names: BTreeSet<&String> = tests
+            .iter()
+            .filter(|(name, record)| ours.contains_key(*name) || !record.is_placeholder())
+            .map(|(name, _)| name)
+            .collect();
         assert_eq!(
             our_names, their_names,
             "{step}: recorded tests differ in environment {env}"
         );
         for (name, record) in tests {
-            let mine = &ours[name];
+            let Some(mine) = ours.get(name) else {
+                continue; // a placeholder of a test that never ran (checked above)
+            };
             match schedule_dependent(name, scopes) {
                 None => assert_eq!(mine, record, "{step}: record of {name} differs"),
                 Some(fixture_files) => {
