@@ -1007,3 +1007,60 @@ fn syrupy_snapshot_update_removes_only_unused_snapshots_like_xdist() {
     assert_eq!(snapshot_report(&o), report, "syrupy's report\n{both}");
     sandbox.assert_clean("--snapshot-update", &o.output());
 }
+
+// ---------------------------------------------------------------------------------------
+// Ctrl-C
+
+/// Interrupted after some tests passed, the plugins still end their session in the
+/// controller: the HTML and JSON reports hold every test that finished, each once, as
+/// passed, and the JSON report the interrupted exit status, as xdist's controller leaves
+/// them.
+#[test]
+fn reports_hold_every_finished_test_after_ctrl_c() {
+    let project = Project::empty("interrupted");
+    for i in 0..8 {
+        project.write(
+            &format!("tests/test_s{i}.py"),
+            "import time\n\n\ndef test_sleeps():\n    time.sleep(0.4)\n",
+        );
+    }
+    let sandbox = Sandbox::fresh();
+    let args = no_randomly(&[
+        "-v",
+        "--html=report.html",
+        "--self-contained-html",
+        "--json-report",
+        "--json-report-file=r.json",
+    ]);
+    let builder = ours(&sandbox, &project, &args);
+    let crate::robustness::Started {
+        mut child,
+        mut stdout,
+        seen,
+    } = crate::robustness::start_until_passed(&builder, 2);
+    crate::robustness::signal(&child, nix::sys::signal::Signal::SIGINT);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let output = format!("{}{rest}", String::from_utf8_lossy(&seen));
+    assert_eq!(status.code(), Some(2), "{output}");
+    let passed = crate::robustness::passed_lines(output.as_bytes());
+    assert!((2..8).contains(&passed.len()), "{output}");
+    let (tests, _, exitcode) = json_report(&project.path("r.json"), &output);
+    let in_json: BTreeMap<String, String> = tests.iter().cloned().collect();
+    assert_eq!(in_json.len(), tests.len(), "each test once: {output}");
+    assert_eq!(
+        in_json.keys().cloned().collect::<BTreeSet<_>>(),
+        passed,
+        "the JSON report's tests are those that finished\n{output}"
+    );
+    assert!(in_json.values().all(|o| o == "passed"), "{in_json:?}");
+    assert_eq!(exitcode, 2, "{output}");
+    let in_html = html_results(&project.path("report.html"), &output);
+    assert_eq!(
+        in_html.keys().cloned().collect::<BTreeSet<_>>(),
+        passed,
+        "the HTML report's tests are those that finished\n{output}"
+    );
+    sandbox.assert_clean("interrupted with plugins", &output);
+}

@@ -12,15 +12,15 @@ use nix::unistd::Pid;
 use crate::support::*;
 
 /// A run started with its stdout piped, read until a number of tests passed.
-struct Started {
-    child: std::process::Child,
-    stdout: std::process::ChildStdout,
+pub struct Started {
+    pub child: std::process::Child,
+    pub stdout: std::process::ChildStdout,
     /// What stdout said so far.
-    seen: Vec<u8>,
+    pub seen: Vec<u8>,
 }
 
 /// Starts `builder` and reads its stdout until `count` `PASSED ` lines (`-v`) came.
-fn start_until_passed(builder: &Cmd, count: usize) -> Started {
+pub fn start_until_passed(builder: &Cmd, count: usize) -> Started {
     let mut cmd = builder.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -44,7 +44,7 @@ fn start_until_passed(builder: &Cmd, count: usize) -> Started {
 }
 
 /// The node ids of the `PASSED <nodeid> [gwN]` lines in `-v` output.
-fn passed_lines(seen: &[u8]) -> BTreeSet<String> {
+pub fn passed_lines(seen: &[u8]) -> BTreeSet<String> {
     String::from_utf8_lossy(seen)
         .lines()
         .filter_map(passed_nodeid)
@@ -56,7 +56,7 @@ fn pid(child: &std::process::Child) -> Pid {
     Pid::from_raw(child.id() as i32)
 }
 
-fn signal(child: &std::process::Child, signal: Signal) {
+pub fn signal(child: &std::process::Child, signal: Signal) {
     nix::sys::signal::kill(pid(child), signal).unwrap();
 }
 
