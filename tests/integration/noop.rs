@@ -3,6 +3,8 @@
 //! answer when nothing changed after a green run. Everything it depends on, changed, makes
 //! the run go through pytest again.
 
+use std::path::Path;
+
 use crate::parity::{check_fast_path, STEPS};
 use crate::support::*;
 
@@ -395,5 +397,33 @@ fn files_testmon_learns_during_the_run_and_fresh_edits_keep_the_fast_path() {
             "{what}\n{}",
             edited.output()
         );
+    }
+}
+
+/// `scripts/demo`, as the README shows it, with this build: every step of every tool runs
+/// green, and its no-op step is answered by the fast path (the demo marks it `*` only when
+/// testmon-run's header says "no workers": no Python started).
+#[test]
+fn the_demos_noop_step_is_answered_by_the_fast_path() {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let mut cmd = Cmd::new(repo().join("scripts/demo"), &repo());
+    cmd.env("TESTMON_RUN_DEMO_BIN_DIR", bin_dir);
+    let run = cmd.run_plain();
+    assert_eq!(run.code(), 0, "{}", run.output());
+    let noop_row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("4. no-op run"))
+        .unwrap_or_else(|| panic!("no summary row for the no-op step\n{}", run.output()));
+    assert!(noop_row.contains(" * "), "{noop_row}\n{}", run.output());
+    assert!(
+        run.stdout
+            .contains("* answered by testmon-run's fast path (its header says \"no workers\")"),
+        "{}",
+        run.output()
+    );
+    for step in ["1. full run (new database)", "3. incremental run"] {
+        let row = run.stdout.lines().find(|l| l.starts_with(step));
+        assert!(row.is_some(), "{step}\n{}", run.output());
     }
 }
