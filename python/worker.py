@@ -489,6 +489,9 @@ class Worker:
         whole = files_sharing_fixtures(session.items)
         if whole:
             msg["whole_files"] = whole
+        bound = scopes_with_fixtures(session.items)
+        if bound:
+            msg["bound"] = bound
         self.send(msg)
 
     # -- running ------------------------------------------------------------------------
@@ -1046,6 +1049,27 @@ def files_sharing_fixtures(items):
                 continue
             users.setdefault((path, name), set()).add(scope_of(item.nodeid))
     return sorted({path for (path, _), scopes in users.items() if len(scopes) > 1})
+
+
+def scopes_with_fixtures(items):
+    """The scopes (class or module) and files with a test that uses a class-, module- or
+    package-scoped fixture: the supervisor never splits their units (its setup would land
+    on another test than in one process). Without pytest's ``_fixtureinfo``, every test's."""
+    bound = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            shared = True
+        else:
+            shared = any(
+                (info.name2fixturedefs.get(name) or [None])[-1] is not None
+                and info.name2fixturedefs[name][-1].scope in ("class", "module", "package")
+                for name in info.names_closure
+            )
+        if shared:
+            bound.add(scope_of(item.nodeid))
+            bound.add(item.nodeid.split("::", 1)[0])
+    return sorted(bound)
 
 
 def drop_own_plugin_argument(argv):

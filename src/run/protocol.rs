@@ -33,6 +33,10 @@ pub(crate) enum FromWorker {
         /// than one class-or-module scope: one unit under `--dist loadscope`.
         #[serde(default)]
         whole_files: Vec<String>,
+        /// Scopes (class or module) and files with a test that uses a class-, module- or
+        /// package-scoped fixture: their units are never split.
+        #[serde(default)]
+        bound: Vec<String>,
     },
     /// The worker has at most one test left (`queued`): it wants the next unit.
     Want {

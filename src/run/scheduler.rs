@@ -71,15 +71,29 @@ pub(crate) fn unit_key(nodeid: &str, dist: Dist) -> &str {
     }
 }
 
+/// What the collection tells about the units, besides the node ids (the first worker's
+/// `whole_files` and `bound`).
+#[derive(Debug, Default)]
+pub(crate) struct Hints {
+    /// Under `--dist loadscope`, files scheduled as one unit (a module- or package-scoped
+    /// fixture shared by its functions and its classes).
+    pub(crate) whole_files: HashSet<String>,
+    /// Scopes (class or module) and files with a test that uses a class-, module- or
+    /// package-scoped fixture: their units are never split.
+    pub(crate) bound: HashSet<String>,
+    /// The workers the run has: a unit costing more than its fair share (total / workers)
+    /// is split, when nothing binds it; 0 or 1: nothing is split.
+    pub(crate) workers: usize,
+}
+
 impl Scheduler {
-    /// `whole`: under `--dist loadscope`, files scheduled as one unit (a module- or
-    /// package-scoped fixture shared by its functions and its classes).
     pub(crate) fn new(
         tests: &[String],
         durations: &HashMap<String, f64>,
         dist: Dist,
-        whole: &HashSet<String>,
+        hints: &Hints,
     ) -> Scheduler {
+        let whole = &hints.whole_files;
         let fallback = median(
             tests
                 .iter()
@@ -88,6 +102,7 @@ impl Scheduler {
         );
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut units: Vec<(Unit, Place)> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
         for (i, test) in tests.iter().enumerate() {
             let cost = durations.get(test).copied().unwrap_or(fallback);
             let file = unit_key(test, Dist::Loadfile);
@@ -109,12 +124,16 @@ impl Scheduler {
                     },
                     place,
                 ));
+                keys.push(key);
                 units.len() - 1
             });
             units[slot].0.tests.push(i);
             units[slot].0.cost += cost;
         }
+        let cost_of = |i: usize| durations.get(&tests[i]).copied().unwrap_or(fallback);
+        let units = split_big(units, &keys, hints, cost_of);
         // A stable sort keeps the run's order among equal costs.
+        let mut units = units;
         units.sort_by(|a, b| b.0.cost.total_cmp(&a.0.cost));
         let mut scheduler = Scheduler {
             left: units.len(),
@@ -224,6 +243,53 @@ impl Scheduler {
 }
 
 /// Each test's expected seconds: testmon's recorded duration, or the median of the known ones.
+/// A unit costing more than the fair share (total / workers), which no fixture above
+/// function scope binds, is cut into consecutive parts of at most the fair share each (a
+/// test longer than that alone), in testmon's order: one module holding most of the time
+/// no longer sets the run's length. Its tests' records are as if it ran whole: no fixture
+/// of theirs outlives a test, and session-scoped ones are set up once per worker anyway.
+fn split_big(
+    units: Vec<(Unit, Place)>,
+    keys: &[&str],
+    hints: &Hints,
+    cost_of: impl Fn(usize) -> f64,
+) -> Vec<(Unit, Place)> {
+    if hints.workers < 2 {
+        return units;
+    }
+    let total: f64 = units.iter().map(|(u, _)| u.cost).sum();
+    let fair = total / hints.workers as f64;
+    let mut out = Vec::with_capacity(units.len());
+    for ((unit, place), key) in units.into_iter().zip(keys) {
+        let bound = hints.bound.contains(*key) || hints.bound.contains(place.file.as_str());
+        if unit.cost <= fair || unit.tests.len() < 2 || bound {
+            out.push((unit, place));
+            continue;
+        }
+        let mut part = Unit {
+            tests: Vec::new(),
+            cost: 0.0,
+        };
+        for i in unit.tests {
+            let cost = cost_of(i);
+            if !part.tests.is_empty() && part.cost + cost > fair {
+                let full = std::mem::replace(
+                    &mut part,
+                    Unit {
+                        tests: Vec::new(),
+                        cost: 0.0,
+                    },
+                );
+                out.push((full, place.clone()));
+            }
+            part.tests.push(i);
+            part.cost += cost;
+        }
+        out.push((part, place));
+    }
+    out
+}
+
 pub(crate) fn expected_costs(tests: &[String], durations: &HashMap<String, f64>) -> Vec<f64> {
     let fallback = median(
         tests
@@ -280,6 +346,47 @@ mod tests {
         (ran, clocks.into_iter().fold(0.0, f64::max))
     }
 
+    /// One module holding most of the time, no fixture above function scope: cut into
+    /// parts of at most the fair share, each in testmon's order; the run's length becomes
+    /// the fair share. Bound by a module fixture, or with one worker, it stays whole.
+    #[test]
+    fn a_unit_bigger_than_its_share_is_split_unless_a_fixture_binds_it() {
+        let mut list: Vec<String> = (0..10).map(|i| format!("big.py::t{i}")).collect();
+        list.extend(names(&["a.py::x", "b.py::y"]));
+        let d: HashMap<String, f64> = list.iter().map(|t| (t.clone(), 1.0)).collect();
+        let hints = Hints {
+            workers: 2,
+            ..Hints::default()
+        };
+        let split = Scheduler::new(&list, &d, Dist::Loadscope, &hints);
+        assert_eq!(split.units_left(), 4);
+        let (ran, makespan) = simulate(split, 2);
+        assert_eq!(makespan, 6.0, "{ran:?}");
+        let big_order: Vec<usize> = ran.concat().into_iter().filter(|&i| i < 10).collect();
+        let mut sorted = big_order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "every test once");
+        for part in &ran {
+            let mine: Vec<usize> = part.iter().copied().filter(|&i| i < 10).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "in order: {mine:?}");
+        }
+        let bound = Hints {
+            workers: 2,
+            bound: ["big.py".to_string()].into(),
+            ..Hints::default()
+        };
+        let (_, makespan) = simulate(Scheduler::new(&list, &d, Dist::Loadscope, &bound), 2);
+        assert_eq!(makespan, 10.0);
+        let one = Hints {
+            workers: 1,
+            ..Hints::default()
+        };
+        assert_eq!(
+            Scheduler::new(&list, &d, Dist::Loadscope, &one).units_left(),
+            3
+        );
+    }
+
     #[test]
     fn longest_first_and_balanced() {
         let tests = names(&["a.py::t1", "b.py::t2", "c.py::t3", "d.py::t4", "e.py::t5"]);
@@ -290,9 +397,9 @@ mod tests {
             ("d.py::t4", 3.0),
             ("e.py::t5", 2.0),
         ]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &Hints::default());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![1]);
-        let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load, &HashSet::new()), 2);
+        let (_, makespan) = simulate(Scheduler::new(&tests, &d, Dist::Load, &Hints::default()), 2);
         assert_eq!(makespan, 7.0); // 5+2 / 3+3+1
         s.cancel();
         assert!(s.next_for(0, |_| true).is_none());
@@ -307,7 +414,7 @@ mod tests {
             .map(|(i, t)| (t.clone(), (i % 13) as f64))
             .collect();
         for dist in [Dist::Load, Dist::Loadfile, Dist::Loadscope] {
-            let (ran, _) = simulate(Scheduler::new(&tests, &d, dist, &HashSet::new()), 3);
+            let (ran, _) = simulate(Scheduler::new(&tests, &d, dist, &Hints::default()), 3);
             let mut all: Vec<usize> = ran.into_iter().flatten().collect();
             all.sort_unstable();
             assert_eq!(all, (0..100).collect::<Vec<_>>(), "{dist:?}");
@@ -327,7 +434,7 @@ mod tests {
             .enumerate()
             .map(|(i, t)| (t.clone(), 0.001 + ((i * 7919) % 97) as f64 * 1e-5))
             .collect();
-        let (ran, _) = simulate(Scheduler::new(&tests, &d, Dist::Load, &HashSet::new()), 2);
+        let (ran, _) = simulate(Scheduler::new(&tests, &d, Dist::Load, &Hints::default()), 2);
         let switches: usize = ran
             .iter()
             .map(|seq| {
@@ -342,10 +449,10 @@ mod tests {
     #[test]
     fn units_keep_testmon_order_within() {
         let tests = names(&["a.py::C::t2", "a.py::C::t1", "a.py::t0", "b.py::t9"]);
-        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &Hints::default());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1]);
         assert_eq!(s.next_for(1, |_| true).unwrap().tests, vec![2]);
-        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadfile, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadfile, &Hints::default());
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1, 2]);
         assert_eq!(s.units_left(), 1);
     }
@@ -361,12 +468,15 @@ mod tests {
             "b.py::t3",
             "b.py::D::t4",
         ]);
-        let whole: HashSet<String> = ["a.py".to_string()].into();
-        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &whole);
+        let hints = Hints {
+            whole_files: ["a.py".to_string()].into(),
+            ..Hints::default()
+        };
+        let mut s = Scheduler::new(&tests, &HashMap::new(), Dist::Loadscope, &hints);
         assert_eq!(s.next_for(0, |_| true).unwrap().tests, vec![0, 1, 2]);
         assert_eq!(s.units_left(), 2);
         // Not under load: there every test is its own unit whatever it shares.
-        let s = Scheduler::new(&tests, &HashMap::new(), Dist::Load, &whole);
+        let s = Scheduler::new(&tests, &HashMap::new(), Dist::Load, &hints);
         assert_eq!(s.units_left(), 5);
     }
 
@@ -388,7 +498,7 @@ mod tests {
     fn unknown_durations_cost_the_median() {
         let tests = names(&["a", "b", "c", "new"]);
         let d = durations(&[("a", 1.0), ("b", 2.0), ("c", 9.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &Hints::default());
         let order: Vec<f64> = std::iter::from_fn(|| s.next_for(0, |_| true))
             .map(|u| u.cost)
             .collect();
@@ -399,7 +509,7 @@ mod tests {
     fn ineligible_units_are_skipped_not_lost() {
         let tests = names(&["a", "b"]);
         let d = durations(&[("a", 2.0), ("b", 1.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &Hints::default());
         assert_eq!(
             s.next_for(0, |u| u.tests != vec![0]).unwrap().tests,
             vec![1]
@@ -412,7 +522,7 @@ mod tests {
     fn requeued_work_goes_out_first() {
         let tests = names(&["a", "b", "c"]);
         let d = durations(&[("a", 3.0), ("b", 2.0), ("c", 1.0)]);
-        let mut s = Scheduler::new(&tests, &d, Dist::Load, &HashSet::new());
+        let mut s = Scheduler::new(&tests, &d, Dist::Load, &Hints::default());
         let first = s.next_for(0, |_| true).unwrap();
         s.requeue(first.clone());
         assert_eq!(s.next_for(1, |_| true).unwrap(), first);

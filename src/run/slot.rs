@@ -61,6 +61,8 @@ pub(crate) struct Collected {
     pub(crate) tm_message: Option<String>,
     /// Files scheduled whole under `--dist loadscope` (protocol: `whole_files`).
     pub(crate) whole_files: Vec<String>,
+    /// Scopes and files whose units are never split (protocol: `bound`).
+    pub(crate) bound: Vec<String>,
 }
 
 pub(crate) struct Slot<W> {

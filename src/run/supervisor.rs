@@ -204,6 +204,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 user_deselected,
                 forward,
                 whole_files,
+                bound,
             } => {
                 self.sink.worker_ready(w, &nodeids, &forward);
                 self.slots[w].collected = Some(Collected {
@@ -214,6 +215,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                     collect_errors,
                     tm_message,
                     whole_files,
+                    bound,
                 });
                 if self.scheduler.is_some() {
                     self.replacement_collected(w);
@@ -285,16 +287,20 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
         self.out.user_deselected = std::mem::take(&mut collected.user_deselected);
         self.out.sync = collected.sync.take();
         self.out.collect_errors = std::mem::take(&mut collected.collect_errors);
-        let whole: HashSet<String> = std::mem::take(&mut collected.whole_files)
-            .into_iter()
-            .collect();
+        let hints = scheduler::Hints {
+            whole_files: std::mem::take(&mut collected.whole_files)
+                .into_iter()
+                .collect(),
+            bound: std::mem::take(&mut collected.bound).into_iter().collect(),
+            workers: self.slots.len(),
+        };
         self.compare_collections(first, &run_list);
         self.index = run_list
             .iter()
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
-        let mut scheduler = Scheduler::new(&run_list, self.durations, self.options.dist, &whole);
+        let mut scheduler = Scheduler::new(&run_list, self.durations, self.options.dist, &hints);
         if self.stopping() {
             scheduler.cancel();
         }

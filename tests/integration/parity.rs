@@ -108,6 +108,21 @@ class TestWords:
 "#,
 );
 
+/// A test file that holds most of the run's time (20 tests of 50 ms calling `clamp`, no
+/// fixture above function scope): once its durations are recorded, its unit is split
+/// across the workers (the "function body changed" step reruns it).
+fn dominant_module() -> (&'static str, String) {
+    let mut text = String::from("import time\n\nfrom calc import arith\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "\n\ndef test_clamp_heavy_{i}():\n    time.sleep(0.05)\n    \
+             assert arith.clamp({i}, 2, 15) == {}\n",
+            i.clamp(2, 15)
+        ));
+    }
+    ("tests/test_heavy.py", text)
+}
+
 /// `sequence` on the `proj` fixture with `extra` files added to both copies first.
 fn sequence_with(venv: Venv, run_args: &[&str], pytest_args: &[&str], extra: &[(&str, &str)]) {
     let parallel = Project::copy("proj");
@@ -284,6 +299,14 @@ fn check_selection(step: &str, run: &crate::support::Run, pytest_args: &[&str], 
         "nothing changed, all green" => assert!(ran.is_empty(), "{step}: {ran:?}"),
         _ => {}
     }
+}
+
+#[test]
+fn parity_with_a_dominant_module() {
+    // Its unit costs more than the fair share and nothing binds it: split in testmon's
+    // order; module- and class-scoped fixtures are still compared exactly.
+    let (path, text) = dominant_module();
+    sequence_with(Venv::Testmon22, &[], &[], &[(path, text.as_str())]);
 }
 
 #[test]
