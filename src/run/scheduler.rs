@@ -130,8 +130,8 @@ impl Scheduler {
             units[slot].0.tests.push(i);
             units[slot].0.cost += cost;
         }
-        let cost_of = |i: usize| durations.get(&tests[i]).copied().unwrap_or(fallback);
-        let units = split_big(units, &keys, hints, cost_of);
+        let recorded = |i: usize| durations.get(&tests[i]).copied();
+        let units = split_big(units, &keys, hints, recorded);
         // A stable sort keeps the run's order among equal costs.
         let mut units = units;
         units.sort_by(|a, b| b.0.cost.total_cmp(&a.0.cost));
@@ -244,15 +244,17 @@ impl Scheduler {
 
 /// Each test's expected seconds: testmon's recorded duration, or the median of the known ones.
 /// A unit costing more than the fair share (total / workers), which no fixture above
-/// function scope binds, is cut into consecutive parts of at most the fair share each (a
-/// test longer than that alone), in testmon's order: one module holding most of the time
-/// no longer sets the run's length. Its tests' records are as if it ran whole: no fixture
-/// of theirs outlives a test, and session-scoped ones are set up once per worker anyway.
+/// function scope binds and whose tests all have recorded durations, is cut into
+/// consecutive parts of at most the fair share each (a test longer than that alone), in
+/// testmon's order: one module holding most of the time no longer sets the run's length.
+/// Its tests' records are as if it ran whole: no fixture of theirs outlives a test, and
+/// session-scoped ones are set up once per worker anyway. (Without recorded durations the
+/// cost is a guess: nothing is split.)
 fn split_big(
     units: Vec<(Unit, Place)>,
     keys: &[&str],
     hints: &Hints,
-    cost_of: impl Fn(usize) -> f64,
+    recorded: impl Fn(usize) -> Option<f64>,
 ) -> Vec<(Unit, Place)> {
     if hints.workers < 2 {
         return units;
@@ -262,16 +264,17 @@ fn split_big(
     let mut out = Vec::with_capacity(units.len());
     for ((unit, place), key) in units.into_iter().zip(keys) {
         let bound = hints.bound.contains(*key) || hints.bound.contains(place.file.as_str());
-        if unit.cost <= fair || unit.tests.len() < 2 || bound {
+        let costs: Option<Vec<f64>> = unit.tests.iter().map(|&i| recorded(i)).collect();
+        let Some(costs) = costs.filter(|_| unit.cost > fair && unit.tests.len() > 1 && !bound)
+        else {
             out.push((unit, place));
             continue;
-        }
+        };
         let mut part = Unit {
             tests: Vec::new(),
             cost: 0.0,
         };
-        for i in unit.tests {
-            let cost = cost_of(i);
+        for (i, cost) in unit.tests.into_iter().zip(costs) {
             if !part.tests.is_empty() && part.cost + cost > fair {
                 let full = std::mem::replace(
                     &mut part,
@@ -385,6 +388,9 @@ mod tests {
             Scheduler::new(&list, &d, Dist::Loadscope, &one).units_left(),
             3
         );
+        // Without recorded durations the cost is a guess: nothing is split.
+        let unknown = Scheduler::new(&list, &HashMap::new(), Dist::Loadscope, &hints);
+        assert_eq!(unknown.units_left(), 3);
     }
 
     #[test]
