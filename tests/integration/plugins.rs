@@ -45,6 +45,37 @@ fn both_outputs(xdist: &Run, ours: &Run) -> String {
     )
 }
 
+/// Both runs with the same arguments, each on its own fresh copy of the `plugins` fixture.
+struct Pair {
+    theirs: Project,
+    mine: Project,
+    sandbox: Sandbox,
+    /// xdist's run and ours.
+    x: Run,
+    o: Run,
+    /// Both outputs, for failure messages.
+    both: String,
+}
+
+fn run_pair(args: &[&str]) -> Pair {
+    let (theirs, mine, sandbox) = (
+        Project::copy("plugins"),
+        Project::copy("plugins"),
+        Sandbox::fresh(),
+    );
+    let x = xdist(&theirs, args).run();
+    let o = ours(&sandbox, &mine, args).run();
+    let both = both_outputs(&x, &o);
+    Pair {
+        theirs,
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+    }
+}
+
 /// Asserts both runs exited alike and ended with the same counts.
 fn assert_same_ending(xdist: &Run, ours: &Run, what: &str) {
     assert_eq!(
@@ -146,14 +177,14 @@ fn pytest_cov_combines_the_workers_data_and_reports_once_like_xdist() {
         "--cov-report=html:htmlcov",
         "--cov-fail-under=70",
     ]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        theirs,
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+    } = run_pair(&args);
     assert_eq!(x.code(), 0, "xdist\n{both}");
     assert_same_ending(&x, &o, "--cov");
 
@@ -211,14 +242,13 @@ fn pytest_cov_combines_the_workers_data_and_reports_once_like_xdist() {
 fn pytest_cov_fail_under_fails_the_run_like_xdist() {
     // 70.59% covered, 100% required: every test passes, and the run fails.
     let args = no_randomly(&["--cov=mylib", "--cov-fail-under=100"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        sandbox,
+        x,
+        o,
+        both,
+        ..
+    } = run_pair(&args);
     assert_eq!(x.code(), 1, "xdist\n{both}");
     assert_eq!(counts(&x), "13 passed", "xdist\n{both}");
     assert_same_ending(&x, &o, "--cov-fail-under=100");
@@ -282,14 +312,14 @@ fn html_results(report: &Path, output: &str) -> BTreeMap<String, Vec<String>> {
 #[test]
 fn pytest_html_reports_every_test_once_like_xdist() {
     let args = no_randomly(&["mixed", "--html=report.html", "--self-contained-html"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        theirs,
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+    } = run_pair(&args);
     assert_eq!(counts(&x), MIXED_COUNTS, "xdist\n{both}");
     assert_same_ending(&x, &o, "--html");
     let expected = html_results(&theirs.path("report.html"), &both);
@@ -327,14 +357,14 @@ fn json_report(path: &Path, output: &str) -> JsonReport {
 #[test]
 fn pytest_json_report_holds_every_test_once_like_xdist() {
     let args = no_randomly(&["mixed", "--json-report", "--json-report-file=r.json"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        theirs,
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+    } = run_pair(&args);
     assert_eq!(counts(&x), MIXED_COUNTS, "xdist\n{both}");
     assert_same_ending(&x, &o, "--json-report");
     let (tests, summary, exitcode) = json_report(&theirs.path("r.json"), &both);
@@ -383,14 +413,14 @@ fn allure_results(dir: &Path, output: &str) -> BTreeMap<(String, String), String
 #[test]
 fn allure_pytest_writes_one_result_per_test_like_xdist() {
     let args = no_randomly(&["mixed", "--alluredir=allure-results"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        theirs,
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+    } = run_pair(&args);
     assert_same_ending(&x, &o, "--alluredir");
     let expected = allure_results(&theirs.path("allure-results"), &both);
     assert_eq!(expected.len(), MIXED_TESTS, "xdist's results\n{both}");
@@ -765,14 +795,14 @@ fn pytest_django_postgresql_gets_a_database_per_worker_like_xdist() {
 fn pytest_rerunfailures_counts_reruns_like_xdist() {
     // `flaky/`: test_flaky fails once (leaving flaky/flaky.marker), test_always_fails always.
     let args = no_randomly(&["flaky", "--reruns", "2"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        mine,
+        sandbox,
+        x,
+        o,
+        both,
+        ..
+    } = run_pair(&args);
     assert_eq!(counts(&x), "1 failed, 2 passed, 3 rerun", "xdist\n{both}");
     assert_same_ending(&x, &o, "--reruns 2");
     assert!(
@@ -889,14 +919,13 @@ const BENCHMARK_WARNING: &str = "Benchmarks are automatically disabled because x
 #[test]
 fn pytest_benchmark_is_disabled_with_its_warning_like_xdist() {
     let args = no_randomly(&["bench"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        sandbox,
+        x,
+        o,
+        both,
+        ..
+    } = run_pair(&args);
     assert_eq!(counts(&x), "2 passed", "xdist\n{both}");
     assert_same_ending(&x, &o, "benchmark");
     // Under xdist, worker gw0 warns (PytestBenchmarkWarning, on stderr) as it ends.
@@ -925,14 +954,13 @@ fn pytest_benchmark_is_disabled_with_its_warning_like_xdist() {
 fn pytest_timeout_passes_quick_tests_and_fails_a_slow_one_like_xdist() {
     // `tests/` (13 quick tests) and `slow/`: one quick test, one sleeping 30 s.
     let args = no_randomly(&["tests", "slow", "--timeout=3"]);
-    let (theirs, mine, sandbox) = (
-        Project::copy("plugins"),
-        Project::copy("plugins"),
-        Sandbox::fresh(),
-    );
-    let x = xdist(&theirs, &args).run();
-    let o = ours(&sandbox, &mine, &args).run();
-    let both = both_outputs(&x, &o);
+    let Pair {
+        sandbox,
+        x,
+        o,
+        both,
+        ..
+    } = run_pair(&args);
     assert_eq!(counts(&x), "1 failed, 14 passed", "xdist\n{both}");
     assert_same_ending(&x, &o, "--timeout=3");
     let failure = "FAILED slow/test_slow.py::test_sleeps_too_long - Failed: Timeout (>3.0s)";
