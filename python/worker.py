@@ -486,10 +486,9 @@ class Worker:
             self.user_deselected,
             self.forward_collect,
         )
-        whole = files_sharing_fixtures(session.items)
+        whole, bound = fixture_layout(session.items)
         if whole:
             msg["whole_files"] = whole
-        bound = scopes_with_fixtures(session.items)
         if bound:
             msg["bound"] = bound
         self.send(msg)
@@ -1031,45 +1030,34 @@ def scope_of(nodeid):
     return base.rsplit("::", 1)[0] if "::" in base else base
 
 
-def files_sharing_fixtures(items):
-    """The test files where a module- or package-scoped fixture is used by tests of more
-    than one class-or-module scope (a module's plain functions and its classes): run as one
-    unit, its setup lands on the test it lands on in one process. Read from pytest's
-    fixture closure of each item (``_fixtureinfo``, stable since pytest 3); none when that
-    is not there."""
+def fixture_layout(items):
+    """What the tests' fixtures above function scope mean for the supervisor's units, from
+    pytest's fixture closure of each item (``_fixtureinfo``, stable since pytest 3), in one
+    pass over the items:
+
+    - whole files: where a module- or package-scoped fixture is used by tests of more than
+      one class-or-module scope (a module's plain functions and its classes): run as one
+      unit, its setup lands on the test it lands on in one process;
+    - bound scopes (class or module) and files: with a test that uses a class-, module- or
+      package-scoped fixture; their units are never split (the setup would land on another
+      test than in one process). Without ``_fixtureinfo``, every test's."""
     users = {}
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        path = item.nodeid.split("::", 1)[0]
-        for name in info.names_closure:
-            definitions = info.name2fixturedefs.get(name)
-            if not definitions or definitions[-1].scope not in ("module", "package"):
-                continue
-            users.setdefault((path, name), set()).add(scope_of(item.nodeid))
-    return sorted({path for (path, _), scopes in users.items() if len(scopes) > 1})
-
-
-def scopes_with_fixtures(items):
-    """The scopes (class or module) and files with a test that uses a class-, module- or
-    package-scoped fixture: the supervisor never splits their units (its setup would land
-    on another test than in one process). Without pytest's ``_fixtureinfo``, every test's."""
     bound = set()
     for item in items:
+        scope, path = scope_of(item.nodeid), item.nodeid.split("::", 1)[0]
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
-            shared = True
-        else:
-            shared = any(
-                (info.name2fixturedefs.get(name) or [None])[-1] is not None
-                and info.name2fixturedefs[name][-1].scope in ("class", "module", "package")
-                for name in info.names_closure
-            )
-        if shared:
-            bound.add(scope_of(item.nodeid))
-            bound.add(item.nodeid.split("::", 1)[0])
-    return sorted(bound)
+            bound.update((scope, path))
+            continue
+        for name in info.names_closure:
+            definitions = info.name2fixturedefs.get(name)
+            fixture_scope = definitions[-1].scope if definitions else "function"
+            if fixture_scope in ("class", "module", "package"):
+                bound.update((scope, path))
+            if fixture_scope in ("module", "package"):
+                users.setdefault((path, name), set()).add(scope)
+    whole = {path for (path, _), scopes in users.items() if len(scopes) > 1}
+    return sorted(whole), sorted(bound)
 
 
 def drop_own_plugin_argument(argv):
