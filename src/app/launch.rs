@@ -133,7 +133,7 @@ pub(crate) fn launch(
     let display = Display::new(ui, names.clone(), facts.verbose, header);
     let mut sink = Tee(
         Tee(display, CollectedFile::new(run_dir.collected_path())),
-        controller.as_ref().map(Feed),
+        Feed(controller.as_ref()),
     );
     let mut outcome = Supervisor::new(
         workers,

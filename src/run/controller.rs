@@ -379,18 +379,26 @@ fn watch(pending: &Pending, events: &Sender<Event>, late: &AtomicBool, wait: Dur
     }
 }
 
-/// The run's events, as the controller hears them.
-pub(crate) struct Feed<'a>(pub(crate) &'a Controller);
+/// The run's events, as the controller hears them (None: no controller runs, nothing is
+/// sent).
+pub(crate) struct Feed<'a>(pub(crate) Option<&'a Controller>);
+
+impl Feed<'_> {
+    /// Sends the message `msg` makes, when a controller runs.
+    fn send(&self, msg: impl FnOnce() -> Value) {
+        if let Some(controller) = self.0 {
+            controller.send(&msg());
+        }
+    }
+}
 
 impl Sink for Feed<'_> {
     fn worker_ready(&mut self, worker: usize, ids: &[String], failed: &[Value]) {
         let name = worker::name(worker);
         for report in failed {
-            self.0
-                .send(&json!({"t": "collectreport", "worker": name, "report": report}));
+            self.send(|| json!({"t": "collectreport", "worker": name, "report": report}));
         }
-        self.0
-            .send(&json!({"t": "ready", "worker": name, "ids": ids}));
+        self.send(|| json!({"t": "ready", "worker": name, "ids": ids}));
     }
 
     fn test_lost(
@@ -400,22 +408,22 @@ impl Sink for Feed<'_> {
         _report: &crate::run::protocol::Report,
         _cost: f64,
     ) {
-        self.0
-            .send(&json!({"t": "crashed", "worker": worker::name(worker), "nodeid": nodeid}));
+        self.send(|| json!({"t": "crashed", "worker": worker::name(worker), "nodeid": nodeid}));
     }
 
     fn forward(&mut self, worker: usize, reports: &[Value]) {
-        self.0
-            .send(&json!({"t": "reports", "worker": worker::name(worker), "reports": reports}));
+        self.send(|| json!({"t": "reports", "worker": worker::name(worker), "reports": reports}));
     }
 
     fn worker_down(&mut self, worker: usize, output: Option<&Value>, error: Option<&str>) {
-        self.0.send(&json!({
-            "t": "down",
-            "worker": worker::name(worker),
-            "output": output,
-            "error": error,
-        }));
+        self.send(|| {
+            json!({
+                "t": "down",
+                "worker": worker::name(worker),
+                "output": output,
+                "error": error,
+            })
+        });
     }
 }
 

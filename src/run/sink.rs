@@ -59,30 +59,6 @@ pub(crate) trait Sink {
     fn finish(&mut self) {}
 }
 
-/// A sink that may not be there.
-impl<S: Sink> Sink for Option<S> {
-    fn worker_ready(&mut self, worker: usize, ids: &[String], failed: &[serde_json::Value]) {
-        if let Some(sink) = self {
-            sink.worker_ready(worker, ids, failed);
-        }
-    }
-    fn forward(&mut self, worker: usize, reports: &[serde_json::Value]) {
-        if let Some(sink) = self {
-            sink.forward(worker, reports);
-        }
-    }
-    fn worker_down(
-        &mut self,
-        worker: usize,
-        output: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) {
-        if let Some(sink) = self {
-            sink.worker_down(worker, output, error);
-        }
-    }
-}
-
 /// Two sinks that both see every event, `A`'s first.
 pub(crate) struct Tee<A, B>(pub(crate) A, pub(crate) B);
 

@@ -1092,3 +1092,47 @@ fn reports_hold_every_finished_test_after_ctrl_c() {
     );
     sandbox.assert_clean("interrupted with plugins", &output);
 }
+
+/// A worker killed under a test: the controller gets xdist's report for it ("worker 'gw0'
+/// crashed while running ..."), so pytest-json-report lists it as failed, as under xdist,
+/// beside the tests that finished.
+#[test]
+fn a_crashed_test_reaches_the_plugins_as_under_xdist() {
+    let make = |name: &str| {
+        let project = Project::empty(name);
+        project.write(
+            "tests/test_ok.py",
+            "def test_one():\n    assert True\n\n\ndef test_two():\n    assert True\n",
+        );
+        project.write(
+            "tests/test_crash.py",
+            "import os\nimport signal\n\n\ndef test_dies():\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+        );
+        project
+    };
+    let (theirs, mine, sandbox) = (make("crash-xdist"), make("crash-ours"), Sandbox::fresh());
+    let args = no_randomly(&["--json-report", "--json-report-file=r.json"]);
+    let x = xdist(&theirs, &args).run();
+    let o = ours(&sandbox, &mine, &args).run();
+    let both = both_outputs(&x, &o);
+    let crashed = "tests/test_crash.py::test_dies";
+    let (their_tests, _, their_exit) = json_report(&theirs.path("r.json"), &both);
+    let (my_tests, _, my_exit) = json_report(&mine.path("r.json"), &both);
+    let outcome = |tests: &[(String, String)]| -> Vec<String> {
+        let of = tests.iter().filter(|(id, _)| id == crashed);
+        of.map(|(_, outcome)| outcome.clone()).collect()
+    };
+    assert_eq!(outcome(&their_tests), ["failed"], "xdist\n{both}");
+    assert_eq!(outcome(&my_tests), outcome(&their_tests), "{both}");
+    assert!(
+        my_tests.contains(&("tests/test_ok.py::test_one".into(), "passed".into())),
+        "{both}"
+    );
+    assert_eq!(my_exit, their_exit, "{both}");
+    assert!(
+        all_text(&o).contains(&format!("worker 'gw0' crashed while running '{crashed}'"))
+            || all_text(&o).contains(&format!("worker 'gw1' crashed while running '{crashed}'")),
+        "{both}"
+    );
+    sandbox.assert_clean("a crashed worker with a controller", &o.output());
+}
