@@ -17,7 +17,9 @@ mod pycommand;
 mod record;
 mod report;
 mod run;
+mod shard;
 pub mod ui;
+mod why;
 
 pub use app::main_with_args;
 

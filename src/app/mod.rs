@@ -27,6 +27,8 @@ use crate::ui::terminal;
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
     let config = match cli::parse(args) {
         Ok(Parsed::Run(config)) => config,
+        Ok(Parsed::Why(config)) => return report_error(crate::why::run(&config)),
+        Ok(Parsed::Merge(merge)) => return report_error(crate::shard::merge::run(&merge)),
         Ok(Parsed::Info(text)) => {
             terminal::say(&text);
             if !text.ends_with('\n') {
@@ -39,7 +41,13 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> u8 {
             return err.code();
         }
     };
-    match run(&config) {
+    report_error(run(&config))
+}
+
+/// The exit code of a command; its error printed as one line (pytest's own errors were
+/// already shown by pytest).
+fn report_error(result: Result<u8>) -> u8 {
+    match result {
         Ok(code) => code,
         Err(err) => {
             if !matches!(err.downcast_ref::<Fatal>(), Some(Fatal::Pytest(_))) {

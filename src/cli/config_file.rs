@@ -6,6 +6,7 @@
 //! dist = "loadscope"        # load, loadscope or loadfile
 //! progress = false
 //! json-report = "build/testmon-run.json"   # relative to this file's directory
+//! shard = "auto"            # CI's parallel jobs (--shard)
 //! ```
 //!
 //! Unknown keys are errors: a typo must not be silently ignored.
@@ -14,10 +15,12 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+use crate::shard::ShardSpec;
+
 /// The table's name under `[tool]`.
 const TABLE: &str = "testmon-run";
 /// The accepted keys, for error messages.
-const KEYS: &str = "numprocesses (or n), dist, progress, json-report";
+const KEYS: &str = "numprocesses (or n), dist, progress, json-report, shard";
 /// The accepted `dist` modes.
 const DISTS: [&str; 3] = ["load", "loadscope", "loadfile"];
 
@@ -31,6 +34,8 @@ pub(crate) struct FileDefaults {
     pub(crate) progress: Option<bool>,
     /// Resolved relative to the pyproject.toml's directory.
     pub(crate) json_report: Option<PathBuf>,
+    /// "auto" or "K/M".
+    pub(crate) shard: Option<ShardSpec>,
     /// The file read, when it has the table.
     pub(crate) source: Option<PathBuf>,
 }
@@ -160,6 +165,16 @@ fn parse(path: &Path, text: &str) -> Result<FileDefaults, ConfigError> {
                 })?;
                 defaults.json_report = Some(dir.join(report));
             }
+            "shard" => {
+                let text = value.as_str().unwrap_or_default();
+                let spec = ShardSpec::parse(text).map_err(|_| {
+                    value_error(
+                        key,
+                        format!("expected \"auto\" or \"K/M\", got {}", describe(value)),
+                    )
+                })?;
+                defaults.shard = Some(spec);
+            }
             _ => {
                 let hint = match key.replace('_', "-").as_str() {
                     "json-report" => " (did you mean \"json-report\"?)".to_owned(),
@@ -243,7 +258,7 @@ mod tests {
     fn reads_every_key() {
         let (dir, path) = project(
             "[project]\nname = \"x\"\n\n[tool.testmon-run]\nnumprocesses = 4\n\
-             dist = \"loadfile\"\nprogress = false\njson-report = \"out/run.json\"\n",
+             dist = \"loadfile\"\nprogress = false\njson-report = \"out/run.json\"\nshard = \"2/3\"\n",
         );
         let got = load(dir.path()).unwrap();
         assert_eq!(
@@ -253,6 +268,7 @@ mod tests {
                 dist: Some("loadfile".into()),
                 progress: Some(false),
                 json_report: Some(dir.path().join("out/run.json")),
+                shard: ShardSpec::parse("2/3").ok(),
                 source: Some(path),
             }
         );

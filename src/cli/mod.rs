@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::exit::Fatal;
 use crate::run::scheduler::Dist;
+use crate::shard::ShardSpec;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +18,9 @@ Examples:
   testmon-run -n auto -- .venv/bin/pytest --testmon tests/unit
   testmon-run -n 4 --dist loadfile -- python -m pytest --testmon -x
   testmon-run --datafile /tmp/ci.testmondata -- pytest --testmon
+  testmon-run --shard 2/3 -- pytest --testmon      (CI job 2 of 3)
+  testmon-run merge --into .testmondata shard-*/.testmondata
+  testmon-run why -- pytest --testmon                (why these tests are selected)
 
 Everything after `--` is the pytest command, as you would type it.
 Exit codes are pytest's: 0 ok, 1 tests failed, 2 interrupted, 3 internal error,
@@ -74,9 +78,39 @@ struct Args {
     #[arg(long, value_name = "N")]
     max_worker_restart: Option<u32>,
 
+    /// Run only shard K of M of the selected tests (CI's parallel jobs; 1-based), or `auto`
+    /// from the CI system's variables; merge the shards' datafiles with `testmon-run merge`.
+    #[arg(long, value_name = "K/M|auto", value_parser = ShardSpec::parse)]
+    shard: Option<ShardSpec>,
+
     /// The pytest command, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// `testmon-run merge`: the shards' datafiles made one again.
+#[derive(Debug, Parser)]
+#[command(
+    name = "testmon-run merge",
+    about = "Merge the datafiles of `--shard K/M` runs into one: what one machine running every selected test would have left."
+)]
+struct MergeArgs {
+    /// The merged datafile: the shards' base file itself (restored from CI's cache), or a
+    /// new path; replaced atomically.
+    #[arg(long, value_name = "DEST")]
+    into: PathBuf,
+
+    /// Also combine the shards' `--json-report` documents (given with --report) into OUT.
+    #[arg(long, value_name = "OUT", requires = "reports")]
+    json_report: Option<PathBuf>,
+
+    /// A shard's `--json-report` document (repeat for each shard).
+    #[arg(long = "report", value_name = "SHARD_REPORT", requires = "json_report")]
+    reports: Vec<PathBuf>,
+
+    /// The shards' datafiles.
+    #[arg(required = true, value_name = "SHARD_DATAFILE")]
+    datafiles: Vec<PathBuf>,
 }
 
 /// A checked configuration for one run.
@@ -94,13 +128,27 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     pub(crate) grace_period: Duration,
     pub(crate) max_worker_restart: u32,
+    /// `--shard` as given (`auto` is resolved when the run starts).
+    pub(crate) shard: Option<ShardSpec>,
     pub(crate) command: Vec<OsString>,
+}
+
+/// `testmon-run merge`'s arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct MergeConfig {
+    pub(crate) into: PathBuf,
+    pub(crate) datafiles: Vec<PathBuf>,
+    /// OUT and the shards' reports.
+    pub(crate) json_report: Option<(PathBuf, Vec<PathBuf>)>,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub(crate) enum Parsed {
     Run(Config),
+    /// `testmon-run why -- COMMAND`: explain the selection, run nothing.
+    Why(Config),
+    Merge(MergeConfig),
     /// `--help` or `--version`: the text to print on stdout.
     Info(String),
 }
@@ -117,7 +165,34 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
     args: I,
     dir: &Path,
 ) -> Result<Parsed, Fatal> {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("merge") => return parse_merge(&args[1..]),
+        Some("why") => {
+            args.remove(1);
+            return match parse_run(args, dir)? {
+                Parsed::Run(config) => Ok(Parsed::Why(config)),
+                other => Ok(other),
+            };
+        }
+        _ => {}
+    }
+    parse_run(args, dir)
+}
+
+fn parse_merge(args: &[OsString]) -> Result<Parsed, Fatal> {
+    let args = match MergeArgs::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(err) => return usage_error(&err, args),
+    };
+    Ok(Parsed::Merge(MergeConfig {
+        into: args.into,
+        datafiles: args.datafiles,
+        json_report: args.json_report.map(|out| (out, args.reports)),
+    }))
+}
+
+fn parse_run(args: Vec<OsString>, dir: &Path) -> Result<Parsed, Fatal> {
     let args = match Args::try_parse_from(&args) {
         Ok(parsed) => parsed,
         Err(err) => return usage_error(&err, &args),
@@ -155,6 +230,7 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
         max_worker_restart: args
             .max_worker_restart
             .unwrap_or_else(|| 4 * u32::try_from(workers).unwrap_or(u32::MAX / 4)),
+        shard: args.shard.or(file.shard),
         command: args.command,
     }))
 }
@@ -266,7 +342,7 @@ mod tests {
             .map(OsString::from);
         match parse(args)? {
             Parsed::Run(config) => Ok(config),
-            Parsed::Info(text) => panic!("unexpected info: {text}"),
+            other => panic!("unexpected: {other:?}"),
         }
     }
 
@@ -343,7 +419,7 @@ mod tests {
                 .map(OsString::from);
             match parse_in(args, dir.path()).unwrap() {
                 Parsed::Run(config) => config,
-                Parsed::Info(text) => panic!("{text}"),
+                other => panic!("{other:?}"),
             }
         };
         let config = parse(&["--", "pytest"]);
@@ -382,7 +458,7 @@ mod tests {
         let args = ["testmon-run", "--", "pytest"].map(OsString::from);
         match parse_in(args, dir.path()).unwrap() {
             Parsed::Run(config) => assert_eq!(config.dist, Dist::Loadscope),
-            Parsed::Info(text) => panic!("{text}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -93,43 +93,7 @@ impl Scheduler {
         dist: Dist,
         hints: &Hints,
     ) -> Scheduler {
-        let whole = &hints.whole_files;
-        let fallback = median(
-            tests
-                .iter()
-                .filter_map(|t| durations.get(t).copied())
-                .collect(),
-        );
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut units: Vec<(Unit, Place)> = Vec::new();
-        let mut keys: Vec<&str> = Vec::new();
-        for (i, test) in tests.iter().enumerate() {
-            let cost = durations.get(test).copied().unwrap_or(fallback);
-            let file = unit_key(test, Dist::Loadfile);
-            let whole_file = dist == Dist::Loadscope && whole.contains(file);
-            let (key, scope) = if whole_file {
-                (file, file)
-            } else {
-                (unit_key(test, dist), unit_key(test, Dist::Loadscope))
-            };
-            let slot = *index.entry(key).or_insert_with(|| {
-                let place = Place {
-                    scope: scope.to_string(),
-                    file: unit_key(test, Dist::Loadfile).to_string(),
-                };
-                units.push((
-                    Unit {
-                        tests: Vec::new(),
-                        cost: 0.0,
-                    },
-                    place,
-                ));
-                keys.push(key);
-                units.len() - 1
-            });
-            units[slot].0.tests.push(i);
-            units[slot].0.cost += cost;
-        }
+        let (units, keys) = group(tests, durations, dist, &hints.whole_files);
         let recorded = |i: usize| durations.get(&tests[i]).copied();
         let units = split_big(units, &keys, hints, recorded);
         // A stable sort keeps the run's order among equal costs.
@@ -240,6 +204,67 @@ impl Scheduler {
     pub(crate) fn units_left(&self) -> usize {
         self.left
     }
+}
+
+/// The run's tests grouped into units by `dist` (a file in `whole` is one unit under
+/// `loadscope`), in the order of their first test; each with its key and place.
+fn group<'t>(
+    tests: &'t [String],
+    durations: &HashMap<String, f64>,
+    dist: Dist,
+    whole: &HashSet<String>,
+) -> (Vec<(Unit, Place)>, Vec<&'t str>) {
+    let fallback = median(
+        tests
+            .iter()
+            .filter_map(|t| durations.get(t).copied())
+            .collect(),
+    );
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut units: Vec<(Unit, Place)> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    for (i, test) in tests.iter().enumerate() {
+        let cost = durations.get(test).copied().unwrap_or(fallback);
+        let file = unit_key(test, Dist::Loadfile);
+        let whole_file = dist == Dist::Loadscope && whole.contains(file);
+        let (key, scope) = if whole_file {
+            (file, file)
+        } else {
+            (unit_key(test, dist), unit_key(test, Dist::Loadscope))
+        };
+        let slot = *index.entry(key).or_insert_with(|| {
+            let place = Place {
+                scope: scope.to_string(),
+                file: unit_key(test, Dist::Loadfile).to_string(),
+            };
+            units.push((
+                Unit {
+                    tests: Vec::new(),
+                    cost: 0.0,
+                },
+                place,
+            ));
+            keys.push(key);
+            units.len() - 1
+        });
+        units[slot].0.tests.push(i);
+        units[slot].0.cost += cost;
+    }
+    (units, keys)
+}
+
+/// The units of `tests` under `dist`, in the order of their first test (no unit split).
+pub(crate) fn units_of(
+    tests: &[String],
+    durations: &HashMap<String, f64>,
+    dist: Dist,
+    whole: &HashSet<String>,
+) -> Vec<Unit> {
+    group(tests, durations, dist, whole)
+        .0
+        .into_iter()
+        .map(|(unit, _)| unit)
+        .collect()
 }
 
 /// Each test's expected seconds: testmon's recorded duration, or the median of the known ones.
