@@ -129,13 +129,22 @@ fn record_run(ready: &Ready, run_dir: &RunDir, outcome: &RunOutcome) -> Result<(
         return Ok(());
     };
     let spools: Vec<PathBuf> = outcome.stems.iter().map(|n| run_dir.spool(n)).collect();
+    let selected = if ready.shard.is_some() {
+        &outcome.selected
+    } else {
+        &outcome.run_list
+    };
     record::record(
         tm,
         prepared.env,
-        outcome.sync.as_deref(),
-        &outcome.run_list,
-        &spools,
-        &outcome.crashed,
+        &record::RunRecord {
+            sync: outcome.sync.as_deref(),
+            run_list: &outcome.run_list,
+            selected,
+            spools: &spools,
+            crashed: &outcome.crashed,
+            shard: ready.shard.as_ref(),
+        },
     )
     .map(|_| ())
     .context("recording the run in testmon's database")

@@ -123,6 +123,7 @@ pub(crate) fn launch(
         timeout: config.timeout,
         grace_period: config.grace_period,
         max_worker_restart: config.max_worker_restart,
+        shard: ready.shard.as_ref().map(|s| s.shard),
     };
     let ui = ui::Ui::new(
         ui::choose_mode(config.progress, facts.verbose < -1),

@@ -21,6 +21,7 @@ use crate::exit::{self, Fatal};
 use crate::run::events::Event;
 use crate::run::rundir::RunDir;
 use crate::run::signals::SignalForwarder;
+use crate::shard::Shard;
 use crate::ui::terminal;
 
 /// Parses the arguments, runs, and returns the exit code; errors are printed as one line.
@@ -67,15 +68,22 @@ fn run(config: &Config) -> Result<u8> {
     let started = Instant::now();
     let timing = Timing::from_env();
     let datafile = config.datafile.as_deref().map(absolute).transpose()?;
+    let shard = resolve_shard(config)?;
     if config.workers == 0 {
+        if shard.is_some() {
+            return Err(Fatal::Usage("--shard needs workers: -n 1 or more".into()).into());
+        }
         return Err(passthrough::exec(&config.command, datafile.as_deref()));
     }
     // Signals become events from here on: the run directory is always cleaned up.
     let (events_tx, events_rx) = mpsc::channel();
     let _signals = SignalForwarder::start(events_tx.clone())?;
     let mut cached = cached::Cached::look_up(config, datafile.as_deref());
-    if let Some(code) = fast_path::answer(config, &mut cached, started, timing)? {
-        return Ok(code);
+    // A shard always runs: its datafile must say what it ran, for the merge.
+    if shard.is_none() {
+        if let Some(code) = fast_path::answer(config, &mut cached, started, timing)? {
+            return Ok(code);
+        }
     }
     let run_dir = RunDir::create(config.keep_run_dir)?;
     let facts = cached.facts(config, &run_dir, datafile.as_deref())?;
@@ -84,7 +92,8 @@ fn run(config: &Config) -> Result<u8> {
         drop(run_dir);
         return Err(passthrough::exec(&config.command, datafile.as_deref()));
     }
-    let ready = prepare::prepare(&facts, cached.may_keep_noop(&facts), &run_dir)?;
+    let may_keep_noop = shard.is_none() && cached.may_keep_noop(&facts);
+    let ready = prepare::prepare(&facts, may_keep_noop, &run_dir, shard)?;
     let prepared = Instant::now();
     prepare::write_plan(&ready, &facts, &run_dir)?;
     if let Ok(Event::Signal(_)) = events_rx.try_recv() {
@@ -108,6 +117,21 @@ fn run(config: &Config) -> Result<u8> {
         &clock,
         &mut cached,
     )
+}
+
+/// `--shard` (or pyproject.toml's `shard`) as this job's shard; `auto` from the CI system's
+/// variables, None when they name one job of one.
+fn resolve_shard(config: &Config) -> Result<Option<Shard>> {
+    let Some(spec) = config.shard else {
+        return Ok(None);
+    };
+    let shard = spec
+        .resolve(|name| std::env::var(name).ok())
+        .map_err(Fatal::Usage)?;
+    if shard.is_some() {
+        crate::shard::acknowledge_bazel();
+    }
+    Ok(shard)
 }
 
 /// `TESTMON_RUN_TIMING=1`: how long each phase took, on stderr.

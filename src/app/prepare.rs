@@ -10,6 +10,7 @@ use crate::probe::{Facts, Testmon};
 use crate::record::{self, recover};
 use crate::run::plan::Plan;
 use crate::run::rundir::RunDir;
+use crate::shard::{stamp, Shard, ShardRun};
 use crate::{db, record::Prepared};
 
 /// The database side of the run, ready for the workers.
@@ -19,6 +20,8 @@ pub(crate) struct Ready<'f> {
     pub(crate) prepared: Option<Prepared>,
     /// The files as this run starts, for the no-op state it may leave.
     pub(crate) snapshot: Option<Snapshot>,
+    /// With `--shard`: this job's shard and the datafile it started from.
+    pub(crate) shard: Option<ShardRun>,
 }
 
 /// `may_keep_noop`: this run may leave a no-op state, so it reads the files testmon tracks.
@@ -26,8 +29,20 @@ pub(crate) fn prepare<'f>(
     facts: &'f Facts,
     may_keep_noop: bool,
     run_dir: &RunDir,
+    shard: Option<Shard>,
 ) -> Result<Ready<'f>> {
     let testmon = facts.testmon.as_ref().filter(|tm| tm.active());
+    // The base is identified before this run writes anything into it.
+    let shard = match shard {
+        Some(shard) => Some(ShardRun {
+            shard,
+            base: match testmon {
+                Some(tm) => stamp::base_id(&tm.datafile)?,
+                None => String::new(),
+            },
+        }),
+        None => None,
+    };
     if let Some(tm) = testmon {
         check_supported(tm)?;
         if tm.collect {
@@ -49,6 +64,7 @@ pub(crate) fn prepare<'f>(
         testmon,
         prepared,
         snapshot,
+        shard,
     })
 }
 

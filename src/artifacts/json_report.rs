@@ -35,6 +35,17 @@ pub(crate) struct JsonReport {
     pub(crate) not_run: Vec<String>,
     /// What the supervisor itself cost, and its workers (and probe) together.
     pub(crate) supervisor: Usage,
+    /// With `--shard`: which shard this run was; `selected` counts its tests only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) shard: Option<ShardEntry>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct ShardEntry {
+    pub(crate) index: usize,
+    pub(crate) total: usize,
+    /// Selected on all shards together.
+    pub(crate) selected_all: usize,
 }
 
 /// CPU time and peak memory, from getrusage.
@@ -161,6 +172,11 @@ impl JsonReport {
             crashes: outcome.crashes.clone(),
             not_run: outcome.not_run.clone(),
             supervisor: Usage::now(),
+            shard: outcome.share.as_ref().map(|share| ShardEntry {
+                index: share.shard.index,
+                total: share.shard.total,
+                selected_all: share.selected,
+            }),
         }
     }
 }
@@ -292,6 +308,7 @@ mod tests {
             crashes: vec!["worker gw0 crashed (killed by SIGKILL) while running t.py::x".into()],
             not_run: vec![],
             supervisor: Usage::now(),
+            shard: None,
         };
         write(&path, &report).unwrap();
         let value: serde_json::Value =

@@ -183,6 +183,12 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
 fn parse_merge(args: &[OsString]) -> Result<Parsed, Fatal> {
     let args = match MergeArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
+        Err(err) if err.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+            return Err(Fatal::Usage(
+                "merge needs --into DEST and the shards' datafiles: testmon-run merge --into DEST SHARD_DATAFILE..."
+                    .into(),
+            ))
+        }
         Err(err) => return usage_error(&err, args),
     };
     Ok(Parsed::Merge(MergeConfig {

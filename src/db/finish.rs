@@ -18,13 +18,14 @@ use super::merge::FileFpRows;
 /// `-m`, `--deselect`) gets no row, as under xdist: it never ran, and a test without a row
 /// is selected as new whenever it is collected again, so the selection is the same, and
 /// every later run does not read and sync a row per deselected test.
+/// Returns the tests forgotten.
 pub(crate) fn sync_tests(
     conn: &mut Connection,
     env_id: i64,
     collected: &[String],
     run_list: &[String],
     placeholder: &[u8],
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let known: HashSet<String> = {
         let mut stmt =
@@ -60,6 +61,12 @@ pub(crate) fn sync_tests(
             link.execute(params![te_id, fp_id])?;
         }
     }
+    let mut dropped: Vec<String> = known
+        .iter()
+        .filter(|name| !collected_set.contains(name.as_str()))
+        .cloned()
+        .collect();
+    dropped.sort_unstable();
     {
         let mut unlink = tx.prepare(
             "DELETE FROM test_execution_file_fp WHERE test_execution_id IN
@@ -67,16 +74,13 @@ pub(crate) fn sync_tests(
         )?;
         let mut delete =
             tx.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
-        for name in known
-            .iter()
-            .filter(|name| !collected_set.contains(name.as_str()))
-        {
+        for name in &dropped {
             unlink.execute(params![env_id, name])?;
             delete.execute(params![env_id, name])?;
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(dropped)
 }
 
 /// Marks tests as failed, so that testmon selects them again next time (a test whose worker

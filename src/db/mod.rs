@@ -1,6 +1,7 @@
 //! testmon's database, as the supervisor — its only writer during a run — sees it.
 
 mod environment;
+mod extract;
 mod finish;
 mod merge;
 mod open;
@@ -9,6 +10,7 @@ mod schema;
 mod spool_check;
 
 pub(crate) use environment::{fetch_or_create_environment, EnvironmentRow, Semantics};
+pub(crate) use extract::{extract_tests, forget_tests, vacuum_fingerprints};
 pub(crate) use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
 pub(crate) use merge::{merge_spools, Batches};
 pub(crate) use open::open_main;

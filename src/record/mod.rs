@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::db::{self, EnvironmentRow, Semantics};
 use crate::probe::Testmon;
+use crate::shard::{stamp::Stamp, ShardRun};
 
 pub(crate) struct Prepared {
     pub(crate) env: EnvironmentRow,
@@ -66,36 +67,58 @@ pub(crate) fn settled(
     Ok((failing, tracked))
 }
 
-/// Records the run (returns how many tests the spools held): testmon's end-of-collection sync (when a worker reported one), every
-/// spool, the tests whose worker died under them marked failed, then the statistics and the
-/// vacuum. With `collect` off (testmon only selects),
-/// nothing is written; the file is only checkpointed.
-pub(crate) fn record(
-    tm: &Testmon,
-    env: EnvironmentRow,
-    sync: Option<&[String]>,
-    run_list: &[String],
-    spools: &[PathBuf],
-    crashed: &[String],
-) -> Result<usize> {
+/// What a run leaves for the record.
+pub(crate) struct RunRecord<'a> {
+    /// testmon's end-of-collection sync, when a worker reported one.
+    pub(crate) sync: Option<&'a [String]>,
+    /// The tests this run was to run, in testmon's order.
+    pub(crate) run_list: &'a [String],
+    /// Every selected test in testmon's order (with `--shard`, all shards' tests; else
+    /// `run_list`): the batches in which one process would have written them.
+    pub(crate) selected: &'a [String],
+    pub(crate) spools: &'a [PathBuf],
+    /// Tests whose worker died under them.
+    pub(crate) crashed: &'a [String],
+    /// With `--shard`: the stamp that tells `merge` what this shard ran.
+    pub(crate) shard: Option<&'a ShardRun>,
+}
+
+/// Records the run (returns how many tests the spools held): testmon's end-of-collection
+/// sync, every spool, the tests whose worker died under them marked failed, then the
+/// statistics and the vacuum, and a shard's stamp. With `collect` off (testmon only
+/// selects), nothing is written; the file is only checkpointed.
+pub(crate) fn record(tm: &Testmon, env: EnvironmentRow, run: &RunRecord) -> Result<usize> {
     let mut conn = db::open_main(&tm.datafile, tm.data_version)?.conn;
     let mut merged = 0;
     if tm.collect {
-        if let Some(collected) = sync {
+        let mut dropped = Vec::new();
+        if let Some(collected) = run.sync {
             let placeholder = hex(&tm.placeholder_checksums)?;
-            db::sync_tests(&mut conn, env.id, collected, run_list, &placeholder)
+            dropped = db::sync_tests(&mut conn, env.id, collected, run.run_list, &placeholder)
                 .context("syncing collected tests")?;
         }
         // A worker that died before testmon made its spool leaves none, or an empty file.
-        let spools: Vec<PathBuf> = spools
+        let spools: Vec<PathBuf> = run
+            .spools
             .iter()
             .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0))
             .cloned()
             .collect();
-        let batches = db::Batches::new(run_list, tm.batch_size);
+        let batches = db::Batches::new(run.selected, tm.batch_size);
         merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
-        db::mark_failed(&mut conn, env.id, crashed).context("marking crashed tests failed")?;
+        db::mark_failed(&mut conn, env.id, run.crashed).context("marking crashed tests failed")?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;
+        if let Some(shard) = run.shard {
+            Stamp::new(
+                shard.shard,
+                &shard.base,
+                tm,
+                run.selected,
+                run.run_list,
+                dropped,
+            )
+            .write(&conn)?;
+        }
     }
     close(conn)?;
     Ok(merged)

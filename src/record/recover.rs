@@ -219,10 +219,14 @@ fn merge(dir: &Path, tm: &Testmon, env_id: i64) -> Result<usize> {
     record::record(
         tm,
         env,
-        collected.sync.as_deref(),
-        &collected.run_list,
-        &spools,
-        &[],
+        &record::RunRecord {
+            sync: collected.sync.as_deref(),
+            run_list: &collected.run_list,
+            selected: &collected.run_list,
+            spools: &spools,
+            crashed: &[],
+            shard: None,
+        },
     )
 }
 

@@ -1,5 +1,7 @@
 //! The line before the run: who runs what, and testmon's selection in its own words.
 
+use crate::shard::partition::Share;
+
 /// What the header says, gathered before the workers start.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Header {
@@ -90,6 +92,27 @@ impl Header {
             None => line.push_str(", testmon off"),
         }
         line.push_str(&format!(": selected {selected}, deselected {deselected}"));
+        line
+    }
+
+    /// With `--shard`: this shard's part of the selection, and its expected seconds when
+    /// testmon has recorded durations (`known`).
+    pub(crate) fn shard_line(share: &Share, known: bool) -> String {
+        let mut line = format!(
+            "shard {}: {} of {} selected tests",
+            share.shard,
+            share.tests.len(),
+            share.selected
+        );
+        if known {
+            line.push_str(&format!(
+                " (est. {:.1} s of {:.1} s)",
+                share.expected, share.expected_total
+            ));
+        }
+        if share.tests.is_empty() {
+            line.push_str(": nothing to run here");
+        }
         line
     }
 
@@ -211,6 +234,34 @@ mod tests {
                 "testmon-run: testmon selection and recording are off (it's not compatible \
                  with debugger; -k was used)"
             )
+        );
+    }
+
+    #[test]
+    fn the_shard_line() {
+        use crate::shard::Shard;
+        let share = Share {
+            shard: Shard { index: 2, total: 3 },
+            tests: (0..41).collect(),
+            selected: 120,
+            expected: 12.34,
+            expected_total: 36.8,
+        };
+        assert_eq!(
+            Header::shard_line(&share, true),
+            "shard 2/3: 41 of 120 selected tests (est. 12.3 s of 36.8 s)"
+        );
+        assert_eq!(
+            Header::shard_line(&share, false),
+            "shard 2/3: 41 of 120 selected tests"
+        );
+        let empty = Share {
+            tests: Vec::new(),
+            ..share
+        };
+        assert_eq!(
+            Header::shard_line(&empty, false),
+            "shard 2/3: 0 of 120 selected tests: nothing to run here"
         );
     }
 }

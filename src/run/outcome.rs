@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::exit;
 use crate::run::protocol::{CacheReport, CollectError, PytestWarning, Report};
+use crate::shard::partition::Share;
 
 /// One test's reports (setup, call, teardown), and the worker (index) that ran it.
 #[derive(Debug, Clone)]
@@ -48,8 +49,13 @@ pub(crate) struct RunOutcome {
     /// The controller's session exit status (1: a plugin failed the run, as
     /// `--cov-fail-under`; 3: a plugin's internal error).
     pub(crate) plugins_status: Option<i32>,
-    /// The run's list: the first worker's collection, in testmon's order.
+    /// The run's list: the first worker's collection, in testmon's order (with `--shard`,
+    /// this shard's part of it).
     pub(crate) run_list: Vec<String>,
+    /// Every selected test, in testmon's order: `run_list`, or all shards' parts together.
+    pub(crate) selected: Vec<String>,
+    /// With `--shard`: this shard's part of the selection.
+    pub(crate) share: Option<Share>,
     pub(crate) results: Vec<TestResult>,
     pub(crate) collect_errors: Vec<CollectError>,
     pub(crate) deselected: u64,

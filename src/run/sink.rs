@@ -3,6 +3,7 @@
 //! file (the collection for stale-run recovery), or a record for the unit tests.
 
 use crate::run::protocol::Report;
+use crate::shard::partition::Share;
 
 /// The schedule starts: every worker has collected.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,8 @@ pub(crate) struct Scheduled<'a> {
     /// The run's expected seconds: Σ of the tests' recorded durations (the median for those
     /// unknown); None when testmon has recorded none of them (a new database).
     pub(crate) expected: Option<f64>,
+    /// With `--shard`: this shard's part of the selection (`run_list` is that part).
+    pub(crate) share: Option<&'a Share>,
 }
 
 /// The events of a run, in the order they happen. Workers are named by index.

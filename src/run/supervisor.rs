@@ -21,6 +21,8 @@ use crate::run::scheduler::{self, Dist, Scheduler};
 use crate::run::sink::{Scheduled, Sink};
 use crate::run::slot::{Collected, Kill, Lifecycle, Slot, WorkerHandle};
 use crate::run::worker::Exit;
+use crate::shard::partition;
+use crate::shard::Shard;
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -36,6 +38,8 @@ pub(crate) struct Options {
     pub(crate) grace_period: Duration,
     /// How many crashed workers are replaced, at most.
     pub(crate) max_worker_restart: u32,
+    /// This CI job's shard: only its share of the selected tests runs.
+    pub(crate) shard: Option<Shard>,
 }
 
 /// Starts worker `index`'s `generation`-th incarnation (0: the first).
@@ -281,7 +285,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
         let Some(collected) = self.slots[first].collected.as_mut() else {
             return;
         };
-        let run_list = collected.nodeids.clone();
+        let selected = collected.nodeids.clone();
         let tm_message = collected.tm_message.take();
         self.out.deselected = collected.deselected;
         self.out.user_deselected = std::mem::take(&mut collected.user_deselected);
@@ -294,7 +298,20 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
             bound: std::mem::take(&mut collected.bound).into_iter().collect(),
             workers: self.slots.len(),
         };
-        self.compare_collections(first, &run_list);
+        self.compare_collections(first, &selected);
+        let share = self.options.shard.map(|shard| {
+            partition::share(
+                &selected,
+                self.durations,
+                self.options.dist,
+                &hints.whole_files,
+                shard,
+            )
+        });
+        let run_list: Vec<String> = match &share {
+            Some(share) => share.tests.iter().map(|&i| selected[i].clone()).collect(),
+            None => selected.clone(),
+        };
         self.index = run_list
             .iter()
             .enumerate()
@@ -317,8 +334,11 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 .iter()
                 .any(|t| self.durations.contains_key(t))
                 .then(|| self.ledger.expected_total()),
+            share: share.as_ref(),
         });
         self.out.run_list = run_list;
+        self.out.selected = selected;
+        self.out.share = share;
         self.serve_all();
     }
 
@@ -944,6 +964,7 @@ mod tests {
             timeout: None,
             grace_period: Duration::from_secs(600),
             max_worker_restart: 4,
+            shard: None,
         }
     }
 
@@ -1165,6 +1186,39 @@ mod tests {
                 "{expected} not in {events:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_shard_runs_only_its_share_of_the_selection() {
+        let mut parts = Vec::new();
+        for index in 1..=2 {
+            let mut h = Harness::new();
+            let started = h.started.clone();
+            let shard = Some(Shard { index, total: 2 });
+            let mut sup = h.supervisor(2, Options { shard, ..options() });
+            start(&mut sup, 2);
+            play(&mut sup, &started, &[]);
+            let out = sup.conclude();
+            let share = out.share.clone().expect("a shard's share");
+            assert_eq!(out.selected, TESTS);
+            assert_eq!(share.selected, 4);
+            let mut ran: Vec<String> = ["gw0", "gw1"]
+                .iter()
+                .flat_map(|w| runs(&state(&started, w)))
+                .collect();
+            ran.sort();
+            let mut listed = out.run_list.clone();
+            listed.sort();
+            assert_eq!(ran, listed, "shard {index} runs exactly its run list");
+            assert_eq!(out.results.len(), out.run_list.len());
+            assert!(out.completed());
+            parts.push(out.run_list);
+        }
+        // The two shards' lists split the selection, each test on one of them.
+        let mut all: Vec<String> = parts.concat();
+        all.sort();
+        assert_eq!(all, TESTS);
+        assert!(!parts[0].is_empty() && !parts[1].is_empty());
     }
 
     #[test]

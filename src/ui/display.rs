@@ -40,10 +40,13 @@ impl Display {
 impl Sink for Display {
     fn scheduled(&mut self, run: &Scheduled) {
         if self.verbose >= 0 {
-            let line = self
-                .header
-                .line(run.run_list.len(), run.deselected, run.tm_message);
+            let selected = run.share.map_or(run.run_list.len(), |s| s.selected);
+            let line = self.header.line(selected, run.deselected, run.tm_message);
             self.ui.line(&line);
+            if let Some(share) = run.share {
+                self.ui
+                    .line(&Header::shard_line(share, run.expected.is_some()));
+            }
             for line in self.plugin_header.take().unwrap_or_default() {
                 self.ui.line(&line);
             }
