@@ -21,6 +21,10 @@ pub(super) type Triple = (String, Option<String>, Vec<u8>);
 /// The batch in which a single process would have written each test's fingerprints.
 pub(crate) struct Batches {
     of_test: HashMap<String, usize>,
+    /// Each fingerprint keeps a row of its own content (no batch rule): a shard's datafile,
+    /// so that `merge` sees the fingerprints testmon computed and applies the batch rule
+    /// over every shard's tests at once.
+    verbatim: bool,
 }
 
 impl Batches {
@@ -32,7 +36,18 @@ impl Batches {
             .enumerate()
             .map(|(i, t)| (t.clone(), i / size))
             .collect();
-        Batches { of_test }
+        Batches {
+            of_test,
+            verbatim: false,
+        }
+    }
+
+    /// Every fingerprint points to the row of its own content (found or created).
+    pub(crate) fn verbatim() -> Batches {
+        Batches {
+            of_test: HashMap::new(),
+            verbatim: true,
+        }
     }
 
     fn of(&self, test: &str) -> usize {
@@ -162,8 +177,12 @@ fn merge_attached(
             };
             let triple: Triple = (row.get(1)?, row.get(2)?, row.get(3)?);
             let mtime: Option<f64> = row.get(4)?;
-            let first = first_use.get(&triple).copied().unwrap_or(0);
-            let fp_id = rows.for_test(&triple, mtime, batches.of(name) > first)?;
+            let fp_id = if batches.verbatim {
+                rows.own(&triple, mtime)?
+            } else {
+                let first = first_use.get(&triple).copied().unwrap_or(0);
+                rows.for_test(&triple, mtime, batches.of(name) > first)?
+            };
             link.execute(params![te_id, fp_id])?;
         }
     }
@@ -238,6 +257,24 @@ impl<'t> FileFpRows<'t> {
         };
         self.cache.insert(key, id);
         Ok(id)
+    }
+
+    /// The row of exactly this content, created when missing.
+    fn own(&mut self, triple: &Triple, mtime: Option<f64>) -> Result<i64> {
+        let (filename, fsha, checksums) = triple;
+        let existing: Option<i64> = self
+            .exact
+            .query_row(params![filename, fsha, checksums], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match existing {
+            Some(id) => Ok(id),
+            None => {
+                self.insert
+                    .execute(params![filename, checksums, mtime, fsha])?;
+                Ok(self.conn.last_insert_rowid())
+            }
+        }
     }
 
     fn fallback(&mut self, filename: &str, checksums: &[u8]) -> Result<Option<i64>> {
@@ -344,6 +381,26 @@ mod tests {
         let mut again = database(&dir.path().join("main2"));
         merge_spools(&mut again, &spools, ENV, &Batches::new(&run_list, 250)).unwrap();
         assert_eq!(fsha_of(&again, "t3"), "bbb");
+    }
+
+    #[test]
+    fn verbatim_keeps_each_fingerprints_own_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut main = database(&dir.path().join("main"));
+        main.execute(
+            "INSERT INTO file_fp (filename, method_checksums, fsha) VALUES ('a.py', x'01', 'aaa')",
+            [],
+        )
+        .unwrap();
+        let spools = [spool(
+            dir.path(),
+            "s0",
+            &[("t0", "bbb", &[1]), ("t3", "bbb", &[1])],
+        )];
+        merge_spools(&mut main, &spools, ENV, &Batches::verbatim()).unwrap();
+        // The batch rule would have sent t3 (a later batch of 2) to the older row "aaa".
+        assert_eq!(fsha_of(&main, "t0"), "bbb");
+        assert_eq!(fsha_of(&main, "t3"), "bbb");
     }
 
     #[test]

@@ -104,7 +104,12 @@ pub(crate) fn record(tm: &Testmon, env: EnvironmentRow, run: &RunRecord) -> Resu
             .filter(|p| p.metadata().is_ok_and(|m| m.len() > 0))
             .cloned()
             .collect();
-        let batches = db::Batches::new(run.selected, tm.batch_size);
+        // A shard keeps the fingerprints as testmon computed them: `merge` chooses their rows
+        // over every shard's tests at once, as one process would have.
+        let batches = match run.shard {
+            Some(_) => db::Batches::verbatim(),
+            None => db::Batches::new(run.selected, tm.batch_size),
+        };
         merged = db::merge_spools(&mut conn, &spools, env.id, &batches)?;
         db::mark_failed(&mut conn, env.id, run.crashed).context("marking crashed tests failed")?;
         db::finish_execution(&mut conn, env.id, tm.select).context("finishing the execution")?;

@@ -31,7 +31,7 @@ struct Input {
 }
 
 pub(crate) fn run(config: &MergeConfig) -> Result<u8> {
-    let mut inputs = Vec::new();
+    let mut inputs: Vec<Input> = Vec::new();
     for path in &config.datafiles {
         // A testmon datafile without a shard record: its shard stopped before recording
         // (killed by CI's timeout, say) and left the base as it was. Its tests keep their
@@ -51,16 +51,52 @@ pub(crate) fn run(config: &MergeConfig) -> Result<u8> {
         ));
     }
     agree(&inputs)?;
-    let first = &inputs[0].stamp;
+    let first = inputs[0].stamp.clone();
     check_dest(&config.into, first.data_version)?;
-    let ran = merge_into(&config.into, &inputs)?;
+    // Shards merged into DEST before (the same base run) are not merged again: merging
+    // them again changes nothing.
+    let before =
+        Merged::read(&config.into)?.filter(|m| m.base == first.base && m.total == first.total);
+    let done: BTreeSet<usize> = before
+        .as_ref()
+        .map(|m| m.shards.clone())
+        .unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    inputs.retain(|input| {
+        let index = input.stamp.index;
+        let again = done.contains(&index) || !seen.insert(index);
+        if again {
+            eprintln!(
+                "testmon-run merge: shard {index}/{} ({}) is already merged: skipped",
+                input.stamp.total,
+                input.path.display()
+            );
+        }
+        !again
+    });
+    if inputs.is_empty() {
+        println!(
+            "testmon-run merge: nothing to merge into {}: every shard given is in it",
+            config.into.display()
+        );
+        return Ok(exit::OK);
+    }
+    let merged = Merged {
+        base: first.base.clone(),
+        total: first.total,
+        shards: done
+            .iter()
+            .copied()
+            .chain(inputs.iter().map(|i| i.stamp.index))
+            .collect(),
+    };
+    let ran = merge_into(&config.into, &inputs, &merged)?;
     if let Some((out, reports)) = &config.json_report {
         super::reports::merge(out, reports)?;
     }
-    let shards: BTreeSet<usize> = inputs.iter().map(|i| i.stamp.index).collect();
     println!(
         "testmon-run merge: {} of {} shards ({} tests of {} selected) into {}",
-        shards.len(),
+        merged.shards.len(),
         first.total,
         ran,
         first.selected.len(),
@@ -263,6 +299,46 @@ fn check_dest(dest: &Path, data_version: i64) -> Result<()> {
     }
 }
 
+/// What DEST says it holds: the shards of one base run merged into it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Merged {
+    base: String,
+    total: usize,
+    shards: BTreeSet<usize>,
+}
+
+const MERGED_DATAID: &str = "testmon-run:merged";
+
+impl Merged {
+    fn read(dest: &Path) -> Result<Option<Merged>> {
+        if !dest.exists() {
+            return Ok(None);
+        }
+        let conn = open_quietly(dest).map_err(|err| {
+            usage(format!(
+                "--into {}: cannot be opened: {err}",
+                dest.display()
+            ))
+        })?;
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT data FROM metadata WHERE dataid = ?",
+                [MERGED_DATAID],
+                |r| r.get(0),
+            )
+            .ok();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    fn write(&self, conn: &Connection) -> Result<()> {
+        conn.execute(
+            "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
+            rusqlite::params![MERGED_DATAID, serde_json::to_string(self)?],
+        )?;
+        Ok(())
+    }
+}
+
 /// A temporary file next to DEST, removed unless it was renamed over DEST.
 struct TempFile(PathBuf);
 
@@ -278,7 +354,7 @@ impl Drop for TempFile {
 
 /// Merges into a copy of DEST, then renames it over DEST; returns how many tests the shards'
 /// shares held records for.
-fn merge_into(dest: &Path, inputs: &[Input]) -> Result<usize> {
+fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged) -> Result<usize> {
     let first = &inputs[0].stamp;
     let file_name = dest
         .file_name()
@@ -334,6 +410,7 @@ fn merge_into(dest: &Path, inputs: &[Input]) -> Result<usize> {
     db::merge_spools(&mut conn, &spools, env.id, &batches)?;
     db::vacuum_fingerprints(&conn)?;
     conn.execute("DELETE FROM metadata WHERE dataid = ?", [DATAID])?;
+    merged.write(&conn)?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     conn.close()
         .map_err(|(_, err)| err)

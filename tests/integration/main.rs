@@ -19,4 +19,5 @@ mod plugins;
 mod reporting;
 mod robustness;
 mod security;
+mod shards;
 mod testmon_failures;
