@@ -158,3 +158,287 @@ fn three_shards_merge_to_what_one_machine_leaves() {
 fn two_shards_with_testmon21() {
     shard_flow(Venv::Testmon21, 2);
 }
+
+/// Runs shard `shard` of `project` (already holding its base) and returns the run.
+fn run_shard(project: &Project, venv: Venv, shard: &str, pytest_args: &[&str]) -> Run {
+    project
+        .testmon_run(venv, &["-n", "2", "--shard", shard], pytest_args)
+        .run()
+}
+
+/// Every file in `dir`, by name, with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Bad input to `merge`: a one-line error, exit 4, DEST and its directory as they were.
+#[test]
+fn merge_refuses_what_is_not_one_base_run() {
+    let dir = fresh_tmpdir();
+    let keep = |name: &str, project: &Project| {
+        let path = dir.path().join(name);
+        std::fs::copy(project.datafile(), &path).unwrap();
+        path
+    };
+    // Two shards of one run on testmon 2.2.
+    let p = Project::copy("proj");
+    assert_eq!(run_shard(&p, Venv::Testmon22, "1/2", &[]).code(), 1);
+    let one = keep("one.db", &p);
+    std::fs::remove_file(p.datafile()).unwrap();
+    assert_eq!(run_shard(&p, Venv::Testmon22, "2/2", &[]).code(), 1);
+    let two = keep("two.db", &p);
+    // Shard 2 of another base: a full run happened before it.
+    let q = Project::copy("proj");
+    q.pytest(Venv::Testmon22, &[]).run();
+    run_shard(&q, Venv::Testmon22, "2/2", &[]);
+    let other_base = keep("other-base.db", &q);
+    // Shard 2 of another environment, and of testmon 2.1 (data version 13).
+    let r = Project::copy("proj");
+    run_shard(&r, Venv::Testmon22, "2/2", &["--testmon-env", "other"]);
+    let other_env = keep("other-env.db", &r);
+    let s = Project::copy("proj");
+    run_shard(&s, Venv::Testmon21, "2/2", &[]);
+    let other_version = keep("other-version.db", &s);
+    let not_sqlite = dir.path().join("notes.txt");
+    std::fs::write(&not_sqlite, "not a database\n").unwrap();
+    let missing = dir.path().join("missing.db");
+    // DEST: a datafile of another data version, and a path nobody may write.
+    let dest_dir = fresh_tmpdir();
+    let dest_13 = dest_dir.path().join("dest13.db");
+    std::fs::copy(&other_version, &dest_13).unwrap();
+    let unwritable = Path::new("/proc/testmon-run-merge.db");
+    let dest = dest_dir.path().join(".testmondata");
+    let cases: &[(&str, &Path, &[&Path], &str)] = &[
+        (
+            "other data version",
+            &dest,
+            &[&one, &other_version],
+            "data versions",
+        ),
+        (
+            "other environment",
+            &dest,
+            &[&one, &other_env],
+            "environments",
+        ),
+        (
+            "other base",
+            &dest,
+            &[&one, &other_base],
+            "different datafiles",
+        ),
+        (
+            "not SQLite",
+            &dest,
+            &[&one, &not_sqlite],
+            "not a SQLite database",
+        ),
+        ("missing file", &dest, &[&one, &missing], "no such file"),
+        (
+            "DEST of another data version",
+            &dest_13,
+            &[&one, &two],
+            "data version 13",
+        ),
+        ("DEST unwritable", unwritable, &[&one, &two], "cannot write"),
+    ];
+    for (what, into, inputs, says) in cases {
+        let before = snapshot(dest_dir.path());
+        let mut args: Vec<&Path> = vec![into];
+        args.extend(inputs.iter().copied());
+        let run = merge(dir.path(), &args);
+        assert_eq!(run.code(), 4, "{what}\n{}", run.output());
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line\n{}", run.output());
+        assert!(
+            lines[0].starts_with("testmon-run: error: ") && lines[0].contains(says),
+            "{what}: {}",
+            lines[0]
+        );
+        assert!(!run.output().contains("panicked"), "{what}");
+        assert_eq!(
+            snapshot(dest_dir.path()),
+            before,
+            "{what}: DEST's directory changed"
+        );
+    }
+    // The two shards of one run merge into a new file; again: nothing changes.
+    let run = merge(dir.path(), &[&dest, &one, &two]);
+    assert_eq!(run.code(), 0, "{}", run.output());
+    assert!(run.stdout.contains("2 of 2 shards"), "{}", run.output());
+    let merged = snapshot(dest_dir.path());
+    let again = merge(dir.path(), &[&dest, &two]);
+    assert_eq!(again.code(), 0, "{}", again.output());
+    assert!(
+        again.stderr.contains("already merged"),
+        "{}",
+        again.output()
+    );
+    assert_eq!(snapshot(dest_dir.path()), merged);
+}
+
+/// `--shard auto` takes the shard from CI's variables; a shard with nothing to do exits 0,
+/// and its datafile still says which shard it was, so the merge takes it.
+#[test]
+fn shard_auto_and_a_shard_with_nothing_to_do() {
+    let p = Project::copy("proj");
+    // GitLab counts from 1, CircleCI from 0.
+    for (vars, shard) in [
+        ([("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "3")], "2/3"),
+        (
+            [("CIRCLE_NODE_INDEX", "0"), ("CIRCLE_NODE_TOTAL", "3")],
+            "1/3",
+        ),
+    ] {
+        let _ = std::fs::remove_file(p.datafile());
+        let mut cmd = p.testmon_run(Venv::Testmon22, &["-n", "2", "--shard", "auto"], &[]);
+        for (key, value) in vars {
+            cmd.env(key, value);
+        }
+        let run = cmd.run();
+        assert!(
+            run.stdout.contains(&format!("shard {shard}: ")),
+            "{vars:?}\n{}",
+            run.output()
+        );
+    }
+    let run = p
+        .testmon_run(Venv::Testmon22, &["-n", "2", "--shard", "auto"], &[])
+        .env_remove("CI_NODE_INDEX")
+        .env_remove("CI_NODE_TOTAL")
+        .env_remove("CIRCLE_NODE_INDEX")
+        .env_remove("BUILDKITE_PARALLEL_JOB")
+        .env_remove("TEST_SHARD_INDEX")
+        .run();
+    assert_eq!(run.code(), 4, "{}", run.output());
+    assert!(
+        run.stderr.contains("--shard auto: no CI shard variables"),
+        "{}",
+        run.output()
+    );
+    // Three tests selected (a file added, two failing), five shards: some have nothing to do.
+    let single = Project::copy("proj");
+    single.pytest(Venv::Testmon22, &[]).run();
+    single.pytest(Venv::Testmon22, &[]).run();
+    let test = "from calc import strings\n\n\ndef test_added():\n    assert strings.reverse(\"ab\") == \"ba\"\n";
+    single.write("tests/test_added.py", test);
+    let base = fresh_tmpdir();
+    std::fs::copy(single.datafile(), base.path().join(".testmondata")).unwrap();
+    let mut files = Vec::new();
+    let mut ran = BTreeSet::new();
+    let mut idle = 0;
+    let downloads = fresh_tmpdir();
+    for k in 1..=5 {
+        let checkout = Project::copy("proj");
+        checkout.write("tests/test_added.py", test);
+        std::fs::copy(base.path().join(".testmondata"), checkout.datafile()).unwrap();
+        let run = run_shard(&checkout, Venv::Testmon22, &format!("{k}/5"), &[]);
+        ran.extend(run.ran.iter().cloned());
+        if run.ran.is_empty() {
+            idle += 1;
+            assert_eq!(run.code(), 0, "shard {k}: nothing to do\n{}", run.output());
+            assert!(
+                run.stdout.contains("nothing to run here"),
+                "{}",
+                run.output()
+            );
+        }
+        let file = downloads.path().join(format!("{k}.db"));
+        std::fs::copy(checkout.datafile(), &file).unwrap();
+        files.push(file);
+    }
+    let theirs = single.pytest(Venv::Testmon22, &[]).run();
+    assert_eq!(ran, theirs.ran);
+    // The added test and the two failing ones: at least two of five shards are idle.
+    assert!(idle >= 2, "{idle} idle shards");
+    let dest = base.path().join(".testmondata");
+    let mut args: Vec<&Path> = vec![&dest];
+    args.extend(files.iter().map(PathBuf::as_path));
+    let merged = merge(base.path(), &args);
+    assert_eq!(merged.code(), 0, "{}", merged.output());
+    assert_same_records_with(
+        &dump(&dest),
+        &dump(&single.datafile()),
+        "5 shards",
+        Scopes::ScopesKept,
+    );
+}
+
+/// `merge --json-report OUT --report R...`: one document of the shards' reports.
+#[test]
+fn merge_combines_the_shards_json_reports() {
+    let base = fresh_tmpdir();
+    let mut files = Vec::new();
+    let mut reports = Vec::new();
+    for k in 1..=2 {
+        let checkout = Project::copy("proj");
+        let report = base.path().join(format!("report-{k}.json"));
+        let run = checkout
+            .testmon_run(
+                Venv::Testmon22,
+                &[
+                    "-n",
+                    "2",
+                    "--shard",
+                    &format!("{k}/2"),
+                    "--json-report",
+                    report.to_str().unwrap(),
+                ],
+                &[],
+            )
+            .run();
+        assert_eq!(run.code(), 1, "{}", run.output());
+        let file = base.path().join(format!("{k}.db"));
+        std::fs::copy(checkout.datafile(), &file).unwrap();
+        files.push(file);
+        reports.push(report);
+    }
+    let out = base.path().join("report.json");
+    let mut cmd = Cmd::new(BIN, base.path());
+    cmd.args([
+        "merge",
+        "--into",
+        ".testmondata",
+        "--json-report",
+        "report.json",
+    ]);
+    for report in &reports {
+        cmd.arg("--report").arg(report);
+    }
+    cmd.args(&files);
+    let run = cmd.run_plain();
+    assert_eq!(run.code(), 0, "{}", run.output());
+    let parts: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap())
+        .collect();
+    let merged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let names = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["nodeid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let union: BTreeSet<String> = parts.iter().flat_map(names).collect();
+    assert_eq!(names(&merged), union);
+    assert_eq!(union.len(), 53, "every test of the fixture");
+    assert_eq!(merged["exit_code"], 1);
+    assert_eq!(merged["selected"], 53);
+    assert_eq!(parts[0]["shard"]["selected_all"], 53);
+    assert_eq!(merged["shards"].as_array().unwrap().len(), 2);
+}
