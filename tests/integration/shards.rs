@@ -442,3 +442,173 @@ fn merge_combines_the_shards_json_reports() {
     assert_eq!(parts[0]["shard"]["selected_all"], 53);
     assert_eq!(merged["shards"].as_array().unwrap().len(), 2);
 }
+
+/// The block under the first line containing `marker`'s next `key` line (`run: |` literal or
+/// `run: >-` folded), dedented.
+fn yaml_block(text: &str, marker: &str, key: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker:?} not found"));
+    let at = (start..lines.len())
+        .find(|&i| lines[i].trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("{key:?} after {marker:?}"));
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let base = indent(lines[at]);
+    let folded = lines[at].trim_end().ends_with(">-");
+    let body: Vec<&str> = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || indent(l) > base)
+        .map(|l| l.trim())
+        .collect();
+    body.join(if folded { " " } else { "\n" })
+}
+
+/// The items of the `script:` list of the job starting with the line `job`, each item's
+/// text (a `- |` item's block joined by newlines).
+fn yaml_script(text: &str, job: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| *l == job).expect("the job");
+    let at = (start..lines.len())
+        .find(|&i| lines[i].trim() == "script:")
+        .expect("its script");
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut items: Vec<String> = Vec::new();
+    let item_indent = indent(lines[at + 1]);
+    for line in &lines[at + 1..] {
+        if !line.trim().is_empty() && indent(line) < item_indent {
+            break;
+        }
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') {
+            continue;
+        }
+        if indent(line) == item_indent && trimmed.starts_with("- ") {
+            items.push(trimmed[2..].trim_start_matches('|').trim().to_string());
+        } else if let Some(last) = items.last_mut() {
+            last.push('\n');
+            last.push_str(trimmed);
+        }
+    }
+    items
+}
+
+/// `bash -c SCRIPT` in `cwd`, testmon-run and the venv's pytest first on PATH.
+fn bash(cwd: &Path, script: &str, env: &[(&str, &str)]) -> Run {
+    let bin = Path::new(BIN).parent().unwrap();
+    let venv_bin = Venv::Testmon22.pytest().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Cmd::new("bash", cwd);
+    cmd.arg("-c").arg(script).env("PATH", path);
+    for (key, value) in env {
+        cmd.env(key, *value);
+    }
+    cmd.run_plain()
+}
+
+/// The examples in examples/ci/ run: their shard commands and merge scripts, taken from the
+/// YAML files as they are, played on shard checkouts and the artifacts' layout, twice (a new
+/// database, then a function edited); the merged datafile is what one process leaves.
+#[test]
+fn the_ci_examples_run() {
+    let github = std::fs::read_to_string(repo().join("examples/ci/github-actions.yml")).unwrap();
+    let gitlab = std::fs::read_to_string(repo().join("examples/ci/gitlab-ci.yml")).unwrap();
+    let gh_shard = yaml_block(&github, "- name: Run shard", "run:");
+    let gh_merge = yaml_block(&github, "- name: Merge the shards", "run:");
+    let gl_shard: Vec<String> = yaml_script(&gitlab, "test:")
+        .into_iter()
+        .filter(|item| !item.starts_with("pip install"))
+        .collect();
+    let gl_merge = yaml_script(&gitlab, "testmon-merge:").join("\n");
+    assert!(gh_shard.starts_with("testmon-run "), "{gh_shard}");
+    assert!(
+        gl_shard.iter().any(|i| i.contains("--shard auto")),
+        "{gl_shard:?}"
+    );
+    for system in ["github", "gitlab"] {
+        let single = Project::copy("proj");
+        let checkouts: Vec<Project> = (0..3).map(|_| Project::copy("proj")).collect();
+        let merge_job = fresh_tmpdir();
+        let base = merge_job.path().join(".testmondata");
+        for (step, edit) in [STEPS[0], STEPS[2]] {
+            edit(&single);
+            single.pytest(Venv::Testmon22, &[]).run();
+            let artifacts = merge_job.path().join("shards");
+            let _ = std::fs::remove_dir_all(&artifacts);
+            for (k, checkout) in checkouts.iter().enumerate() {
+                let k = k + 1;
+                edit(checkout);
+                let _ = std::fs::remove_file(checkout.datafile());
+                if base.exists() {
+                    std::fs::copy(&base, checkout.datafile()).unwrap();
+                }
+                let index = k.to_string();
+                let run = if system == "github" {
+                    let command = gh_shard
+                        .replace("${{ matrix.shard }}", &index)
+                        .replace("${{ strategy.job-total }}", "3");
+                    let run = bash(&checkout.root, &command, &[]);
+                    // download-artifact: shards/testmon-shard-K/
+                    let dir = artifacts.join(format!("testmon-shard-{k}"));
+                    std::fs::create_dir_all(&dir).unwrap();
+                    for file in [".testmondata", "shard-report.json"] {
+                        std::fs::copy(checkout.path(file), dir.join(file)).unwrap();
+                    }
+                    run
+                } else {
+                    let script = gl_shard.join("\n");
+                    let env = [("CI_NODE_INDEX", index.as_str()), ("CI_NODE_TOTAL", "3")];
+                    let run = bash(&checkout.root, &script, &env);
+                    // GitLab extracts every shard's artifacts (shards/K/) into one tree.
+                    let from = checkout.path(&format!("shards/{k}"));
+                    let dir = artifacts.join(k.to_string());
+                    std::fs::create_dir_all(&dir).unwrap();
+                    for file in [".testmondata", "shard-report.json"] {
+                        std::fs::copy(from.join(file), dir.join(file)).unwrap();
+                    }
+                    std::fs::remove_dir_all(checkout.path("shards")).unwrap();
+                    run
+                };
+                assert!(
+                    run.stdout.contains(&format!("shard {k}/3: ")),
+                    "{system} {step}: shard {k}\n{}",
+                    run.output()
+                );
+            }
+            let script = if system == "github" {
+                &gh_merge
+            } else {
+                &gl_merge
+            };
+            let merged = bash(merge_job.path(), script, &[("GITHUB_OUTPUT", "/dev/null")]);
+            assert_eq!(
+                merged.code(),
+                0,
+                "{system} {step}: merge\n{}",
+                merged.output()
+            );
+            assert!(
+                merged.stdout.contains("3 of 3 shards"),
+                "{}",
+                merged.output()
+            );
+            let report: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(merge_job.path().join("testmon-report.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(report["shards"].as_array().unwrap().len(), 3);
+            assert_same_records_with(
+                &dump(&base),
+                &dump(&single.datafile()),
+                &format!("{system}: {step}"),
+                Scopes::ScopesKept,
+            );
+        }
+    }
+}
