@@ -92,6 +92,7 @@ struct Args {
 #[derive(Debug, Parser)]
 #[command(
     name = "testmon-run merge",
+    bin_name = "testmon-run merge",
     about = "Merge the datafiles of `--shard K/M` runs into one: what one machine running every selected test would have left."
 )]
 struct MergeArgs {

@@ -44,11 +44,7 @@ impl ShardSpec {
         if value == "auto" {
             return Ok(ShardSpec::Auto);
         }
-        let bad = || {
-            format!(
-                "invalid value '{value}' for --shard: expected K/M with 1 <= K <= M (e.g. 2/3), or `auto`"
-            )
-        };
+        let bad = || "expected K/M with 1 <= K <= M (e.g. 2/3), or `auto`".to_string();
         let (k, m) = value.split_once('/').ok_or_else(bad)?;
         let (index, total) = (
             k.trim().parse::<usize>().map_err(|_| bad())?,
