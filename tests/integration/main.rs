@@ -21,3 +21,4 @@ mod robustness;
 mod security;
 mod shards;
 mod testmon_failures;
+mod why;
