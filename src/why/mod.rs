@@ -30,7 +30,11 @@ use session::Report;
 
 /// Prints the explanation; returns the exit code.
 pub(crate) fn run(config: &Config) -> Result<u8> {
-    let datafile = config.datafile.as_deref().map(crate::app::absolute).transpose()?;
+    let datafile = config
+        .datafile
+        .as_deref()
+        .map(crate::app::absolute)
+        .transpose()?;
     // The cache is looked up with the environment as the user has it.
     let cached = cached_facts(config, datafile.as_deref());
     // Neither the probe nor the collection writes bytecode into the user's tree.
