@@ -59,22 +59,28 @@ pub(crate) fn extract_tests(
     Ok(copied)
 }
 
-/// Forgets `tests` of environment `env_id` (their rows and links).
+/// Forgets `tests` of environment `env_id` (their rows and links), in one transaction.
 pub(crate) fn forget_tests(conn: &mut Connection, env_id: i64, tests: &[String]) -> Result<()> {
     let tx = conn.transaction()?;
+    forget(&tx, env_id, tests)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Forgets `tests` of environment `env_id`: their links, then their rows.
+pub(super) fn forget(conn: &Connection, env_id: i64, tests: &[String]) -> Result<()> {
     {
-        let mut unlink = tx.prepare(
+        let mut unlink = conn.prepare(
             "DELETE FROM test_execution_file_fp WHERE test_execution_id IN
                (SELECT id FROM test_execution WHERE environment_id = ? AND test_name = ?)",
         )?;
         let mut delete =
-            tx.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
+            conn.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
         for name in tests {
             unlink.execute(params![env_id, name])?;
             delete.execute(params![env_id, name])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -67,18 +67,7 @@ pub(crate) fn sync_tests(
         .cloned()
         .collect();
     dropped.sort_unstable();
-    {
-        let mut unlink = tx.prepare(
-            "DELETE FROM test_execution_file_fp WHERE test_execution_id IN
-               (SELECT id FROM test_execution WHERE environment_id = ? AND test_name = ?)",
-        )?;
-        let mut delete =
-            tx.prepare("DELETE FROM test_execution WHERE environment_id = ? AND test_name = ?")?;
-        for name in &dropped {
-            unlink.execute(params![env_id, name])?;
-            delete.execute(params![env_id, name])?;
-        }
-    }
+    super::extract::forget(&tx, env_id, &dropped)?;
     tx.commit()?;
     Ok(dropped)
 }

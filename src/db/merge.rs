@@ -231,25 +231,18 @@ impl<'t> FileFpRows<'t> {
         if let Some(&id) = self.cache.get(&key) {
             return Ok(id);
         }
-        let (filename, fsha, checksums) = triple;
-        let existing: Option<i64> = self
-            .exact
-            .query_row(params![filename, fsha, checksums], |r| r.get(0))
-            .optional()?
-            .flatten();
-        let id = match existing {
+        let (filename, _, checksums) = triple;
+        let id = match self.exact(triple)? {
             None => {
-                self.insert
-                    .execute(params![filename, checksums, mtime, fsha])?;
-                let id = self.conn.last_insert_rowid();
-                if later_batch && fsha.is_some() {
+                let id = self.create(triple, mtime)?;
+                if later_batch && triple.1.is_some() {
                     self.fallback(filename, checksums)?.unwrap_or(id)
                 } else {
                     id
                 }
             }
             // A NULL fsha never clashes in testmon (NULLs are distinct): reuse by content.
-            Some(id) if fsha.is_none() => id,
+            Some(id) if triple.1.is_none() => id,
             Some(id) if id <= self.watermark || later_batch => {
                 self.fallback(filename, checksums)?.unwrap_or(id)
             }
@@ -261,20 +254,25 @@ impl<'t> FileFpRows<'t> {
 
     /// The row of exactly this content, created when missing.
     fn own(&mut self, triple: &Triple, mtime: Option<f64>) -> Result<i64> {
-        let (filename, fsha, checksums) = triple;
-        let existing: Option<i64> = self
+        match self.exact(triple)? {
+            Some(id) => Ok(id),
+            None => self.create(triple, mtime),
+        }
+    }
+
+    /// The first row of exactly this content.
+    fn exact(&mut self, (filename, fsha, checksums): &Triple) -> Result<Option<i64>> {
+        Ok(self
             .exact
             .query_row(params![filename, fsha, checksums], |r| r.get(0))
             .optional()?
-            .flatten();
-        match existing {
-            Some(id) => Ok(id),
-            None => {
-                self.insert
-                    .execute(params![filename, checksums, mtime, fsha])?;
-                Ok(self.conn.last_insert_rowid())
-            }
-        }
+            .flatten())
+    }
+
+    fn create(&mut self, (filename, fsha, checksums): &Triple, mtime: Option<f64>) -> Result<i64> {
+        self.insert
+            .execute(params![filename, checksums, mtime, fsha])?;
+        Ok(self.conn.last_insert_rowid())
     }
 
     fn fallback(&mut self, filename: &str, checksums: &[u8]) -> Result<Option<i64>> {

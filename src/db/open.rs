@@ -71,7 +71,7 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 /// Refuses a datafile path that cannot hold a database, before SQLite touches it.
-fn check_usable(path: &Path) -> Result<()> {
+pub(crate) fn check_usable(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Fatal::Usage(format!("datafile {} is a directory", path.display())).into());
     }

@@ -3,7 +3,6 @@
 //! into the private run directory; the copy is what SQLite and testmon read.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -11,8 +10,6 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::exit::Fatal;
 use crate::run::rundir::{private_file, RunDir};
-
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Why every test is selected, when the datafile itself is the reason (testmon's "new DB").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +57,8 @@ pub(crate) fn inspect(
     data_version: i64,
     run_dir: &RunDir,
 ) -> Result<Inspected> {
-    check_usable(datafile)?;
+    // Refused as the run refuses them: a directory, a missing directory, not SQLite.
+    crate::db::check_usable(datafile)?;
     let copy = run_dir.path().join("why.testmondata");
     let wal = sidecar(datafile, "-wal");
     let wal_bytes = fs::metadata(&wal).map_or(0, |m| m.len());
@@ -96,38 +94,6 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// As the run refuses them (db::open): a directory, a missing directory, not SQLite.
-fn check_usable(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Fatal::Usage(format!("datafile {} is a directory", path.display())).into());
-    }
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.is_dir() {
-            return Err(Fatal::Usage(format!(
-                "datafile {}: directory {} does not exist",
-                path.display(),
-                parent.display()
-            ))
-            .into());
-        }
-    }
-    if path.exists() {
-        let mut head = Vec::with_capacity(16);
-        fs::File::open(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .take(16)
-            .read_to_end(&mut head)?;
-        if !head.is_empty() && head.as_slice() != SQLITE_MAGIC.as_slice() {
-            return Err(Fatal::Usage(format!(
-                "datafile {} is not a SQLite database; left as it is",
-                path.display()
-            ))
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Copies `from` to a new private file `to`; returns the bytes copied.
