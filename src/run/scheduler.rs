@@ -253,15 +253,17 @@ fn group<'t>(
     (units, keys)
 }
 
-/// The units of `tests` under `dist`, in the order of their first test (no unit split).
+/// The units of `tests` under `dist`, in the order of their first test, a unit costing more
+/// than the fair share of `hints.workers` split as the schedule splits it.
 pub(crate) fn units_of(
     tests: &[String],
     durations: &HashMap<String, f64>,
     dist: Dist,
-    whole: &HashSet<String>,
+    hints: &Hints,
 ) -> Vec<Unit> {
-    group(tests, durations, dist, whole)
-        .0
+    let (units, keys) = group(tests, durations, dist, &hints.whole_files);
+    let recorded = |i: usize| durations.get(&tests[i]).copied();
+    split_big(units, &keys, hints, recorded)
         .into_iter()
         .map(|(unit, _)| unit)
         .collect()

@@ -300,13 +300,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
         };
         self.compare_collections(first, &selected);
         let share = self.options.shard.map(|shard| {
-            partition::share(
-                &selected,
-                self.durations,
-                self.options.dist,
-                &hints.whole_files,
-                shard,
-            )
+            partition::share(&selected, self.durations, self.options.dist, &hints, shard)
         });
         let run_list: Vec<String> = match &share {
             Some(share) => share.tests.iter().map(|&i| selected[i].clone()).collect(),

@@ -4,11 +4,13 @@
 //! The selected tests are grouped into units as the local schedule groups them (`--dist`),
 //! then dealt longest first to the least-loaded shard (LPT); ties go to the unit that comes
 //! first in testmon's order and to the lowest shard. Unknown durations count at the median
-//! of the known ones.
+//! of the known ones. A unit that no fixture above function scope binds, whose tests all
+//! have recorded durations and that costs more than total / shards, is cut into parts
+//! first (`scheduler::units_of`), so that one big module does not set the slowest shard.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use crate::run::scheduler::{self, Dist};
+use crate::run::scheduler::{self, Dist, Hints};
 use crate::shard::spec::Shard;
 
 /// This shard's part of the selection.
@@ -24,14 +26,22 @@ pub(crate) struct Share {
     pub(crate) expected_total: f64,
 }
 
+/// `hints`: the collection's (files scheduled whole, bound scopes); a unit no fixture binds
+/// and costing more than total / shards is split across shards, as the local schedule
+/// splits it across workers.
 pub(crate) fn share(
     run_list: &[String],
     durations: &HashMap<String, f64>,
     dist: Dist,
-    whole_files: &HashSet<String>,
+    hints: &Hints,
     shard: Shard,
 ) -> Share {
-    let units = scheduler::units_of(run_list, durations, dist, whole_files);
+    let hints = Hints {
+        whole_files: hints.whole_files.clone(),
+        bound: hints.bound.clone(),
+        workers: shard.total,
+    };
+    let units = scheduler::units_of(run_list, durations, dist, &hints);
     let mut order: Vec<usize> = (0..units.len()).collect();
     // Stable: equal costs keep testmon's order (units are in the order of their first test).
     order.sort_by(|&a, &b| units[b].cost.total_cmp(&units[a].cost));
@@ -80,7 +90,7 @@ mod tests {
                     tests,
                     durations,
                     dist,
-                    &HashSet::new(),
+                    &Hints::default(),
                     Shard { index, total },
                 )
             })
@@ -166,6 +176,39 @@ mod tests {
             class.tests.contains(&1),
             "a class's tests stay on one shard"
         );
+    }
+
+    #[test]
+    fn a_big_unbound_module_is_split_across_shards_a_bound_one_is_not() {
+        // One file of 8 × 1 s and two small ones, loadfile, 2 shards: 8 + 1 + 1 = 10.
+        let mut tests: Vec<String> = (0..8).map(|i| format!("big.py::t{i}")).collect();
+        tests.push("a.py::t".into());
+        tests.push("b.py::t".into());
+        let durations: HashMap<String, f64> = tests.iter().map(|t| (t.clone(), 1.0)).collect();
+        let parts = shards(&tests, &durations, Dist::Loadfile, 2);
+        assert_eq!(parts[0].expected, 5.0);
+        assert_eq!(parts[1].expected, 5.0);
+        let bound = Hints {
+            bound: ["big.py".to_string()].into_iter().collect(),
+            ..Hints::default()
+        };
+        let whole: Vec<Share> = (1..=2)
+            .map(|index| {
+                share(
+                    &tests,
+                    &durations,
+                    Dist::Loadfile,
+                    &bound,
+                    Shard { index, total: 2 },
+                )
+            })
+            .collect();
+        assert_eq!(
+            whole[0].tests,
+            (0..8).collect::<Vec<_>>(),
+            "bound: one shard"
+        );
+        assert_eq!(whole[1].expected, 2.0);
     }
 
     #[test]
