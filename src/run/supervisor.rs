@@ -330,6 +330,8 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
                 .then(|| self.ledger.expected_total()),
             share: share.as_ref(),
         });
+        // As pytest-split counts them: the other shards' tests are deselected here.
+        self.out.deselected += (selected.len() - run_list.len()) as u64;
         self.out.run_list = run_list;
         self.out.selected = selected;
         self.out.share = share;

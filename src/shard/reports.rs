@@ -64,14 +64,26 @@ fn combine(documents: &[Value]) -> Result<Value, String> {
             .find(|p| codes.contains(p))
             .unwrap_or(0)
     };
+    // Each shard counts the other shards' tests as deselected: testmon's own deselected
+    // tests are a shard's count less those.
+    let deselected = first["deselected"].as_u64().map(|d| {
+        let others = first["shard"]["selected_all"]
+            .as_u64()
+            .zip(first["selected"].as_u64())
+            .map_or(0, |(all, mine)| all.saturating_sub(mine));
+        d.saturating_sub(others)
+    });
     let mut summary: Vec<(String, u64)> = Vec::new();
     for document in documents {
         for pair in document["summary"].as_array().into_iter().flatten() {
             let (Some(name), Some(count)) = (pair[0].as_str(), pair[1].as_u64()) else {
                 continue;
             };
+            let count = match (name, deselected) {
+                ("deselected", Some(d)) => d,
+                _ => count,
+            };
             match summary.iter_mut().find(|(n, _)| n == name) {
-                // testmon's deselected count is the same on every shard.
                 Some((n, c)) if n != "deselected" => *c += count,
                 Some(_) => {}
                 None => summary.push((name.to_string(), count)),
@@ -105,9 +117,13 @@ fn combine(documents: &[Value]) -> Result<Value, String> {
         "testmon": first["testmon"],
         "workers": sum("workers"),
         "selected": sum("selected"),
-        "deselected": first["deselected"],
+        "deselected": deselected,
         "exit_code": exit_code,
-        "summary": summary.into_iter().map(|(n, c)| json!([n, c])).collect::<Vec<_>>(),
+        "summary": summary
+            .into_iter()
+            .filter(|(n, c)| n != "deselected" || *c > 0)
+            .map(|(n, c)| json!([n, c]))
+            .collect::<Vec<_>>(),
         "phases": phases,
         "tests": concat("tests"),
         "worker_restarts": sum("worker_restarts"),
@@ -121,15 +137,18 @@ fn combine(documents: &[Value]) -> Result<Value, String> {
 mod tests {
     use super::*;
 
+    /// A shard's report: 4 tests selected on all shards, testmon deselected 7; the other
+    /// shards' tests count as deselected here too (in `deselected` and in `summary`).
     fn report(index: u64, code: u64, tests: &[(&str, &str)], summary: Value) -> Value {
         json!({
             "format": 1, "testmon_run": "0.1.0", "pytest": "9.2.0", "testmon": "2.2.0",
-            "workers": 2, "selected": tests.len(), "deselected": 7, "exit_code": code,
+            "workers": 2, "selected": tests.len(), "deselected": 7 + 4 - tests.len(),
+            "exit_code": code,
             "summary": summary,
             "phases": {"probe": 0.1, "run": index as f64, "total": 1.0 + index as f64},
             "tests": tests.iter().map(|(n, o)| json!({"nodeid": n, "outcome": o})).collect::<Vec<_>>(),
             "worker_restarts": 0, "crashes": [], "not_run": [],
-            "shard": {"index": index, "total": 3, "selected_all": 5},
+            "shard": {"index": index, "total": 3, "selected_all": 4},
         })
     }
 
@@ -140,19 +159,20 @@ mod tests {
                 1,
                 0,
                 &[("a", "passed"), ("b", "passed")],
-                json!([["passed", 2], ["deselected", 7]]),
+                json!([["passed", 2], ["deselected", 9]]),
             ),
             report(
                 2,
                 1,
                 &[("c", "failed"), ("d", "passed")],
-                json!([["failed", 1], ["passed", 1], ["deselected", 7]]),
+                json!([["failed", 1], ["passed", 1], ["deselected", 9]]),
             ),
-            report(3, 5, &[], json!([["deselected", 7]])),
+            report(3, 5, &[], json!([["deselected", 11]])),
         ])
         .unwrap();
         assert_eq!(merged["exit_code"], 1);
         assert_eq!(merged["selected"], 4);
+        assert_eq!(merged["deselected"], 7, "testmon's own, once");
         assert_eq!(
             merged["summary"],
             json!([["passed", 3], ["deselected", 7], ["failed", 1]])

@@ -43,15 +43,16 @@ impl Sink for Display {
             let selected = run.share.map_or(run.run_list.len(), |s| s.selected);
             let line = self.header.line(selected, run.deselected, run.tm_message);
             self.ui.line(&line);
-            if let Some(share) = run.share {
-                self.ui
-                    .line(&Header::shard_line(share, run.expected.is_some()));
-            }
             for line in self.plugin_header.take().unwrap_or_default() {
                 self.ui.line(&line);
             }
         }
         self.header_shown = true;
+        // Said even with -q: a CI log shows which part of the selection this job ran.
+        if let Some(share) = run.share.filter(|_| self.verbose >= -1) {
+            self.ui
+                .line(&Header::shard_line(share, run.expected.is_some()));
+        }
         if let Some(notice) = self.header.notice() {
             self.ui.line(&notice);
         }

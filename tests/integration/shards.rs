@@ -396,10 +396,28 @@ fn merge_combines_the_shards_json_reports() {
                     "--json-report",
                     report.to_str().unwrap(),
                 ],
-                &[],
+                &["-q"],
             )
             .run();
         assert_eq!(run.code(), 1, "{}", run.output());
+        // Even with -q the log says which part this job ran; the other shard's tests are
+        // deselected here, as pytest-split counts them.
+        let shard_line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("shard {k}/2: ")))
+            .unwrap_or_else(|| panic!("no shard line with -q\n{}", run.output()));
+        let mine: usize = shard_line["shard 1/2: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            run.summary().contains(&format!("{} deselected", 53 - mine)),
+            "{}",
+            run.output()
+        );
         let file = base.path().join(format!("{k}.db"));
         std::fs::copy(checkout.datafile(), &file).unwrap();
         files.push(file);
@@ -439,6 +457,10 @@ fn merge_combines_the_shards_json_reports() {
     assert_eq!(union.len(), 53, "every test of the fixture");
     assert_eq!(merged["exit_code"], 1);
     assert_eq!(merged["selected"], 53);
+    assert_eq!(
+        merged["deselected"], 0,
+        "testmon deselected nothing in a new database"
+    );
     assert_eq!(parts[0]["shard"]["selected_all"], 53);
     assert_eq!(merged["shards"].as_array().unwrap().len(), 2);
 }
