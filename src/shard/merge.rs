@@ -11,6 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
@@ -31,6 +33,9 @@ struct Input {
 }
 
 pub(crate) fn run(config: &MergeConfig) -> Result<u8> {
+    // Ctrl-C, SIGTERM, SIGHUP: noted, and the merge stops at its next step with its
+    // temporary files removed and DEST as it was (exit 2).
+    let stop = Stop::install()?;
     let mut inputs: Vec<Input> = Vec::new();
     for path in &config.datafiles {
         // A testmon datafile without a shard record: its shard stopped before recording
@@ -90,7 +95,17 @@ pub(crate) fn run(config: &MergeConfig) -> Result<u8> {
             .chain(inputs.iter().map(|i| i.stamp.index))
             .collect(),
     };
-    let ran = merge_into(&config.into, &inputs, &merged)?;
+    let ran = match merge_into(&config.into, &inputs, &merged, &stop) {
+        Err(err) if stop.requested() => {
+            drop(err);
+            eprintln!(
+                "testmon-run merge: interrupted: {} left as it was",
+                config.into.display()
+            );
+            return Ok(exit::INTERRUPTED);
+        }
+        other => other?,
+    };
     if let Some((out, reports)) = &config.json_report {
         super::reports::merge(out, reports)?;
     }
@@ -299,6 +314,35 @@ fn check_dest(dest: &Path, data_version: i64) -> Result<()> {
     }
 }
 
+/// A stop asked for by a signal, checked between the merge's steps.
+struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    fn install() -> Result<Stop> {
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(&flag))
+                .context("installing the signal handlers")?;
+        }
+        Ok(Stop(flag))
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.requested() {
+            anyhow::bail!("interrupted");
+        }
+        Ok(())
+    }
+}
+
 /// What DEST says it holds: the shards of one base run merged into it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Merged {
@@ -354,7 +398,7 @@ impl Drop for TempFile {
 
 /// Merges into a copy of DEST, then renames it over DEST; returns how many tests the shards'
 /// shares held records for.
-fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged) -> Result<usize> {
+fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged, stop: &Stop) -> Result<usize> {
     let first = &inputs[0].stamp;
     let file_name = dest
         .file_name()
@@ -395,6 +439,7 @@ fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged) -> Result<usize> {
     let mut ran = 0;
     for (n, input) in inputs.iter().enumerate() {
         let spool = spool_dir.0.join(format!("shard-{n}.db"));
+        stop.check()?;
         ran += db::extract_tests(
             &input.path,
             input.env_id,
@@ -407,6 +452,7 @@ fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged) -> Result<usize> {
         spools.push(spool);
     }
     let batches = db::Batches::new(&first.selected, first.batch_size);
+    stop.check()?;
     db::merge_spools(&mut conn, &spools, env.id, &batches)?;
     db::vacuum_fingerprints(&conn)?;
     conn.execute("DELETE FROM metadata WHERE dataid = ?", [DATAID])?;
@@ -418,6 +464,8 @@ fn merge_into(dest: &Path, inputs: &[Input], merged: &Merged) -> Result<usize> {
     std::fs::File::open(&tmp.0)
         .and_then(|f| f.sync_all())
         .with_context(|| format!("writing {}", tmp.0.display()))?;
+    // The last moment to stop: after the rename DEST is the merged file.
+    stop.check()?;
     std::fs::rename(&tmp.0, dest).with_context(|| format!("replacing {}", dest.display()))?;
     Ok(ran)
 }

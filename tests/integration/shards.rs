@@ -634,3 +634,106 @@ fn the_ci_examples_run() {
         }
     }
 }
+
+/// Ctrl-C at any moment of a merge: it ends with 0 (done) or 2 (interrupted; or killed by
+/// the signal while the process was still starting), DEST is either as it was or the whole
+/// merge, and nothing is left beside it or in TMPDIR.
+#[test]
+fn a_merge_interrupted_at_any_moment_leaves_dest_whole() {
+    use nix::sys::signal::Signal;
+    let work = fresh_tmpdir();
+    // A base (one full run), then two shards of an edited tree.
+    let p = Project::copy("proj");
+    p.pytest(Venv::Testmon22, &[]).run();
+    let base = work.path().join("base.db");
+    std::fs::copy(p.datafile(), &base).unwrap();
+    p.edit(
+        "calc/arith.py",
+        "    if value > high:\n        return high\n    return value",
+        "    return min(value, high)",
+    );
+    let mut shards = Vec::new();
+    for k in 1..=2 {
+        std::fs::copy(&base, p.datafile()).unwrap();
+        run_shard(&p, Venv::Testmon22, &format!("{k}/2"), &[]);
+        let file = work.path().join(format!("shard-{k}.db"));
+        std::fs::copy(p.datafile(), &file).unwrap();
+        shards.push(file);
+    }
+    let dest_dir = fresh_tmpdir();
+    let dest = dest_dir.path().join(".testmondata");
+    let tmpdir = fresh_tmpdir();
+    let merge_cmd = || {
+        let mut cmd = Cmd::new(BIN, dest_dir.path());
+        cmd.args(["merge", "--into"])
+            .arg(&dest)
+            .args(&shards)
+            .env("TMPDIR", tmpdir.path());
+        cmd
+    };
+    std::fs::copy(&base, &dest).unwrap();
+    let started = std::time::Instant::now();
+    let done = merge_cmd().run_plain();
+    // Signals spread over the whole merge, from its start to a little past its end.
+    let span = started.elapsed().as_micros() as u64 * 5 / 4;
+    assert_eq!(done.code(), 0, "{}", done.output());
+    let merged = dump(&dest);
+    let original = std::fs::read(&base).unwrap();
+    let (mut interrupted, mut completed, mut handled) = (0, 0, 0);
+    for i in 0..24u64 {
+        std::fs::copy(&base, &dest).unwrap();
+        let mut command = merge_cmd().command();
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = command.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(span * i / 23));
+        crate::robustness::signal(&child, Signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {
+                completed += 1;
+                assert_eq!(dump(&dest), merged, "run {i}: completed, not whole");
+            }
+            Some(2) => {
+                interrupted += 1;
+                handled += 1;
+                assert!(stderr.contains("interrupted"), "run {i}: {stderr}");
+                assert_eq!(
+                    std::fs::read(&dest).unwrap(),
+                    original,
+                    "run {i}: DEST changed"
+                );
+            }
+            // SIGINT before the merge installed its handlers (the process was starting):
+            // it had written nothing.
+            None => {
+                interrupted += 1;
+                assert_eq!(
+                    std::fs::read(&dest).unwrap(),
+                    original,
+                    "run {i}: DEST changed"
+                );
+            }
+            other => panic!("run {i}: exit {other:?}: {stderr}"),
+        }
+        let beside: Vec<String> = std::fs::read_dir(dest_dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".testmondata")
+            .collect();
+        assert!(beside.is_empty(), "run {i}: left beside DEST: {beside:?}");
+        let in_tmp: Vec<_> = std::fs::read_dir(tmpdir.path())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(in_tmp.is_empty(), "run {i}: left in TMPDIR: {in_tmp:?}");
+    }
+    // Both ends were seen (a signal before the end, and one after it).
+    assert!(
+        interrupted > 0,
+        "{interrupted} interrupted, {completed} completed"
+    );
+}
