@@ -6,10 +6,11 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::home_file;
 use super::merge::FileFpRows;
+use super::metadata;
 
 /// testmon's `sync_db_fs_tests`: tests that no longer exist are forgotten; tests of the run
 /// without a record get a placeholder ("0match") so that they are selected until they ran.
@@ -112,23 +113,14 @@ pub(crate) fn finish_execution(conn: &mut Connection, env_id: i64, select: bool)
     ] {
         increment_attribute(&tx, &format!("None:{prefix}{attribute}"), value)?;
     }
-    tx.execute(
-        "DELETE FROM file_fp WHERE id NOT IN (SELECT DISTINCT fingerprint_id FROM test_execution_file_fp)",
-        [],
-    )?;
+    super::vacuum_fingerprints(&tx)?;
     tx.commit()?;
     Ok(())
 }
 
 /// testmon's `increment_attributes`: the stored number plus this one, None and zero ignored.
 fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) -> Result<()> {
-    let old: Option<String> = conn
-        .query_row(
-            "SELECT data FROM metadata WHERE dataid = ?",
-            [dataid],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let old = metadata::get(conn, dataid)?;
     let old = match old
         .as_deref()
         .map(serde_json::from_str::<serde_json::Value>)
@@ -157,24 +149,14 @@ fn increment_attribute(conn: &Connection, dataid: &str, value: Option<Value>) ->
             (Value::Real(a), Value::Real(b)) => Value::Real(a + b),
             (acc, _) => acc,
         });
-    conn.execute(
-        "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
-        params![dataid, sum],
-    )?;
-    Ok(())
+    metadata::set(conn, dataid, &sum)
 }
 
 /// What testmon's report header writes: today's date as the last survey notification,
 /// when none is recorded or the recorded one is 28 days old or more.
 pub(crate) fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()> {
     const DATAID: &str = "None:last_survey_notification_date";
-    let stored: Option<String> = conn
-        .query_row(
-            "SELECT data FROM metadata WHERE dataid = ?",
-            [DATAID],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let stored = metadata::get(conn, DATAID)?;
     let stale = match stored
         .as_deref()
         .and_then(|s| serde_json::from_str::<String>(s).ok())
@@ -184,10 +166,7 @@ pub(crate) fn touch_survey_date(conn: &Connection, today_days: i64) -> Result<()
     };
     if stale {
         let value = serde_json::to_string(&iso_date(today_days))?;
-        conn.execute(
-            "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
-            params![DATAID, value],
-        )?;
+        metadata::set(conn, DATAID, &value)?;
     }
     Ok(())
 }

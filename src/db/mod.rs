@@ -4,6 +4,7 @@ mod environment;
 mod extract;
 mod finish;
 mod merge;
+pub(crate) mod metadata;
 mod open;
 mod reads;
 mod schema;
@@ -13,7 +14,7 @@ pub(crate) use environment::{fetch_or_create_environment, EnvironmentRow, Semant
 pub(crate) use extract::{extract_tests, forget_tests, vacuum_fingerprints};
 pub(crate) use finish::{finish_execution, mark_failed, sync_tests, touch_survey_date};
 pub(crate) use merge::{merge_spools, Batches};
-pub(crate) use open::{check_usable, open_main};
+pub(crate) use open::{check_usable, head, open_main, SQLITE_MAGIC};
 pub(crate) use reads::{durations, reselected, test_names, tracked_files};
 pub(crate) use schema::schema_sql;
 pub(crate) use spool_check::check_spool;

@@ -19,7 +19,16 @@ pub(crate) struct Opened {
     pub(crate) created: bool,
 }
 
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub(crate) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// A file's first bytes, as many as SQLite's header string has (fewer for a shorter file).
+pub(crate) fn head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    fs::File::open(path)?
+        .take(SQLITE_MAGIC.len() as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
 
 /// Opens the datafile read-write with testmon's connection options; creates it with the
 /// schema of `data_version` when missing; replaces it, as testmon does, when it holds
@@ -87,11 +96,7 @@ pub(crate) fn check_usable(path: &Path) -> Result<()> {
         _ => {}
     }
     if path.exists() {
-        let mut head = Vec::with_capacity(16);
-        fs::File::open(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .take(16)
-            .read_to_end(&mut head)?;
+        let head = head(path).with_context(|| format!("reading {}", path.display()))?;
         if !head.is_empty() && head.as_slice() != SQLITE_MAGIC.as_slice() {
             return Err(Fatal::Usage(format!(
                 "datafile {} is not a SQLite database; left as it is",

@@ -18,11 +18,10 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::cli::MergeConfig;
-use crate::db::{self, Semantics};
+use crate::db::{self, metadata, Semantics};
 use crate::exit::{self, Fatal};
+use crate::run::signals::interrupt_flag;
 use crate::shard::stamp::{Stamp, DATAID};
-
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// A shard's datafile, checked.
 struct Input {
@@ -133,17 +132,14 @@ fn open_quietly(path: &Path) -> rusqlite::Result<Connection> {
 
 /// A SQLite file (or why not), by its first bytes.
 fn check_sqlite(path: &Path) -> Result<()> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(16);
-    let file = std::fs::File::open(path).map_err(|err| match err.kind() {
-        std::io::ErrorKind::NotFound => usage(format!("{}: no such file", path.display())),
-        _ => usage(format!("{}: cannot be read: {err}", path.display())),
-    })?;
     if path.is_dir() {
         return Err(usage(format!("{}: is a directory", path.display())));
     }
-    file.take(16).read_to_end(&mut head)?;
-    if head.as_slice() != SQLITE_MAGIC.as_slice() {
+    let head = db::head(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => usage(format!("{}: no such file", path.display())),
+        _ => usage(format!("{}: cannot be read: {err}", path.display())),
+    })?;
+    if head.as_slice() != db::SQLITE_MAGIC.as_slice() {
         return Err(usage(format!(
             "{} is not a SQLite database (not a testmon datafile)",
             path.display()
@@ -319,15 +315,7 @@ struct Stop(Arc<AtomicBool>);
 
 impl Stop {
     fn install() -> Result<Stop> {
-        let flag = Arc::new(AtomicBool::new(false));
-        for signal in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
-            signal_hook::flag::register(signal, Arc::clone(&flag))
-                .context("installing the signal handlers")?;
-        }
+        let flag = interrupt_flag(false).context("installing the signal handlers")?;
         Ok(Stop(flag))
     }
 
@@ -364,22 +352,12 @@ impl Merged {
                 dest.display()
             ))
         })?;
-        let text: Option<String> = conn
-            .query_row(
-                "SELECT data FROM metadata WHERE dataid = ?",
-                [MERGED_DATAID],
-                |r| r.get(0),
-            )
-            .ok();
+        let text = metadata::get(&conn, MERGED_DATAID).ok().flatten();
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     fn write(&self, conn: &Connection) -> Result<()> {
-        conn.execute(
-            "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
-            rusqlite::params![MERGED_DATAID, serde_json::to_string(self)?],
-        )?;
-        Ok(())
+        metadata::set(conn, MERGED_DATAID, &serde_json::to_string(self)?)
     }
 }
 

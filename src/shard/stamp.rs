@@ -6,8 +6,10 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+
+use crate::db::metadata;
 
 /// The `metadata.dataid` of the stamp.
 pub(crate) const DATAID: &str = "testmon-run:shard";
@@ -62,25 +64,14 @@ impl Stamp {
     }
 
     pub(crate) fn write(&self, conn: &Connection) -> Result<()> {
-        conn.execute(
-            "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
-            rusqlite::params![DATAID, serde_json::to_string(self)?],
-        )
-        .context("writing the shard's record")?;
-        Ok(())
+        metadata::set(conn, DATAID, &serde_json::to_string(self)?)
+            .context("writing the shard's record")
     }
 
     /// The stamp in `conn`'s datafile: None when there is none; an error when it is not one
     /// this version understands.
     pub(crate) fn read(conn: &Connection) -> Result<Option<Stamp>> {
-        let text: Option<String> = conn
-            .query_row(
-                "SELECT data FROM metadata WHERE dataid = ?",
-                [DATAID],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(text) = text else {
+        let Some(text) = metadata::get(conn, DATAID)? else {
             return Ok(None);
         };
         let stamp: Stamp = serde_json::from_str(&text)

@@ -12,8 +12,7 @@ mod format;
 mod session;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
@@ -39,7 +38,9 @@ pub(crate) fn run(config: &Config) -> Result<u8> {
     let cached = cached_facts(config, datafile.as_deref());
     // Neither the probe nor the collection writes bytecode into the user's tree.
     std::env::set_var("PYTHONDONTWRITEBYTECODE", "1");
-    let interrupted = interrupt_flag()?;
+    // A first Ctrl-C (SIGTERM, SIGHUP) lets pytest end and the run directory go; a second
+    // one ends testmon-run at once.
+    let interrupted = crate::run::signals::interrupt_flag(true)?;
     let run_dir = RunDir::create(config.keep_run_dir)?;
     let facts = match cached {
         Some(facts) => Ok(facts),
@@ -79,25 +80,6 @@ pub(crate) fn run(config: &Config) -> Result<u8> {
     };
     crate::ui::terminal::say(&format::format(&explanation));
     Ok(exit::OK)
-}
-
-/// Set by a first Ctrl-C (SIGTERM, SIGHUP), which lets pytest end and the run directory go;
-/// a second one ends testmon-run at once.
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            i32::from(exit::INTERRUPTED),
-            Arc::clone(&interrupted),
-        )?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
-    }
-    Ok(interrupted)
 }
 
 fn stopped() -> u8 {
