@@ -201,6 +201,17 @@ def plugin_module(plugin):
     return name if isinstance(name, str) else type(plugin).__module__
 
 
+def plugin_distributions(config):
+    """The installed plugins (distributions with a pytest11 entry point) pytest loaded, but
+    testmon and xdist: with one, every worker is started on its own (src/run/zygote.rs)."""
+    found = set()
+    for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+        name = getattr(dist, "project_name", None) or dist.metadata["name"]
+        if name.lower().replace("_", "-") not in OWN_DISTRIBUTIONS:
+            found.add(name)
+    return sorted(found)
+
+
 def controller_side(config):
     """The plugins that may do something in xdist's controller process, which testmon-run
     then starts (python/controller.py): every installed plugin but testmon and xdist
@@ -242,6 +253,7 @@ def pytest_cmdline_main(config):
         "inipath": str(config.inipath) if config.inipath else None,
         "xdist": config.pluginmanager.hasplugin("xdist"),
         "controller_side": controller_side(config),
+        "plugin_distributions": plugin_distributions(config),
         "passthrough": bool(
             getattr(option, "help", False)
             or getattr(option, "version", False)

@@ -21,6 +21,7 @@ Self-contained: imports only the standard library, pytest and (when active) test
 
 import base64
 import collections
+import gc
 import io
 import json
 import os
@@ -257,6 +258,8 @@ class Worker:
             # The environment row the supervisor prepared for this run.
             self.plan["testmon"]["exec_id"] = int(os.environ["TESTMON_RUN_EXEC_ID"])
         self.channel = Channel(int(os.environ["TESTMON_RUN_FD"]))
+        forks = os.environ.pop("TESTMON_RUN_FORKS", None)  # run::zygote
+        self.zygote = Zygote(json.loads(forks)) if forks else None
         self.config = None
         self.sync = None  # testmon's end-of-collection sync: the tests that exist
         self.deselected = 0
@@ -273,6 +276,7 @@ class Worker:
         self.forward = {}
         self.forward_collect = []
         self.tm_message = None
+        self.exit_code = None  # pytest's, once its main loop has returned
         # Ctrl-C reaches a worker as SIGINT from the supervisor. Inside a test's setup, call or
         # teardown it interrupts at once, as in pytest; elsewhere (testmon's bookkeeping, the
         # talk with the supervisor) it waits for the end of the current test.
@@ -321,9 +325,10 @@ class Worker:
             # to a controller; here it records into this worker's spool, as one process.
             if hasattr(tm_plugin, "get_running_as"):
                 tm_plugin.get_running_as = lambda _config: "single"
-        return (yield)
+        self.exit_code = yield
+        return self.exit_code
 
-    def take_workerinput(self, config):
+    def take_workerinput(self, config, fresh_output=True):
         """xdist's ``config.workerinput`` (workerid, workercount, testrunuid, mainargv and
         what the controller's ``pytest_configure_node`` added) and ``config.workeroutput``:
         the supervisor's first message, set where xdist's worker sets them, before
@@ -332,7 +337,8 @@ class Worker:
         if not msg or msg.get("t") != "workerinput":
             pytest.exit(f"testmon-run worker {self.name}: no workerinput: {msg!r}", returncode=3)
         config.workerinput = from_json(msg["input"])
-        config.workeroutput = {}
+        if fresh_output:  # (a fork keeps what plugins put there while gw0 configured)
+            config.workeroutput = {}
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config):
@@ -477,6 +483,9 @@ class Worker:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
+        if self.zygote is not None:
+            zygote, self.zygote = self.zygote, None
+            zygote.fork_all(self, session.config)  # returns in gw0 and in each fork
         msg = msg_collected(
             [item.nodeid for item in session.items],
             self.deselected,
@@ -680,6 +689,172 @@ class Worker:
         if "cache/stepwise" in self.cache_values:
             report["stepwise"] = self.cache_values["cache/stepwise"]
         return report
+
+
+class Zygote:
+    """gw0 forks the other workers once it has collected and testmon has selected
+    (run::zygote): one collection instead of N. Each fork (double-forked: the supervisor, its
+    subreaper, becomes its parent) takes its own process group, socket, stdout/stderr (every
+    descriptor of gw0's log files, pytest's saved ones and faulthandler's included), pytest
+    capture, JUnit file, spool and read-only connection to the datafile, then says hello as
+    that worker and carries on with the session: from there it is any worker."""
+
+    def __init__(self, value):
+        self.supervisor = value["supervisor"]
+        self.logs = (value["log"], value["err"])
+        self.forks = value["forks"]
+        for fork in self.forks:
+            os.set_inheritable(fork["fd"], False)  # a test's subprocesses must not hold them
+
+    def fork_all(self, worker, config):
+        """Returns in gw0 once every fork exists, and in each fork as that worker."""
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:  # pylint: disable=broad-except
+                pass
+        forks, self.forks = self.forks, []
+        # What exists now is shared copy-on-write: the collector keeps out of it (it would
+        # write to every object's header, copying each page in every fork).
+        gc.freeze()
+        for fork in forks:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12: fork with threads
+                try:
+                    intermediate = os.fork()
+                except OSError:
+                    continue  # its socket closes unused: the supervisor starts it afresh
+                if intermediate == 0:
+                    parent = os.getpid()
+                    try:
+                        grandchild = os.fork()
+                    except BaseException:  # pylint: disable=broad-except
+                        os._exit(1)  # pylint: disable=protected-access
+                    if grandchild != 0:
+                        os._exit(0)  # pylint: disable=protected-access
+                    self.become(worker, config, fork, [f for f in forks if f is not fork], parent)
+                    return
+            os.waitpid(intermediate, 0)
+        for fork in forks:
+            os.close(fork["fd"])
+
+    def become(self, worker, config, fork, others, parent):  # pylint: disable=too-many-arguments
+        """This fork becomes worker ``fork["name"]``. Until its hello, whatever fails ends it
+        at once (os._exit): the supervisor then starts that worker afresh."""
+        try:
+            os.setpgid(0, 0)
+            if not self.die_with_supervisor(parent):
+                os._exit(0)  # pylint: disable=protected-access
+            for other in others:
+                os.close(other["fd"])
+            worker.channel.rfile.close()
+            worker.channel.sock.close()
+            name = fork["name"]
+            worker.name = name
+            os.environ.update(
+                TESTMON_RUN_WORKER=name,
+                TESTMON_RUN_FD=str(fork["fd"]),
+                PYTEST_XDIST_WORKER=name,
+                TESTMON_RUN_SPOOL=fork["spool"],
+                TESTMON_RUN_JUNIT=fork["junit"],
+            )
+            self.retarget_output(fork)
+            restart_capture(config)
+            if getattr(config.option, "xmlpath", None):
+                from _pytest import junitxml  # pylint: disable=import-outside-toplevel
+
+                config.option.xmlpath = private_file(fork["junit"])
+                xml = config.stash.get(junitxml.xml_key, None)
+                if xml is not None:
+                    xml.logfile = os.path.normpath(os.path.abspath(config.option.xmlpath))
+            worker.spool = None  # opened in this process, on its first write
+            data = getattr(config, "testmon_data", None)
+            if data is not None and worker.plan["testmon"]["active"]:
+                data.db = make_worker_db(worker, worker.plan["testmon"])
+            worker.channel = Channel(fork["fd"])
+            config.add_cleanup(lambda: end_fork(worker))
+            worker.channel.send(msg_hello(name, os.getpid()))
+        except BaseException:  # pylint: disable=broad-except
+            os._exit(70)  # pylint: disable=protected-access
+        if worker.forwarding:
+            # The controller's pytest_configure_node for this worker (plugins that read
+            # workerinput while configuring saw gw0's).
+            worker.take_workerinput(config, fresh_output=False)
+        else:
+            config.workerinput = dict(config.workerinput, workerid=name)
+
+    def die_with_supervisor(self, parent):
+        """Once the supervisor is the parent (the intermediate process exits at once), a
+        supervisor's death interrupts this worker as it does a started one (SIGINT). False:
+        the supervisor is gone already."""
+        deadline = time.monotonic() + 10
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        import ctypes  # pylint: disable=import-outside-toplevel
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return os.getppid() == self.supervisor  # else it died in the meantime
+
+    def retarget_output(self, fork):
+        """Every descriptor of gw0's log files (stdout, stderr, pytest's and faulthandler's
+        duplicates) now writes to this worker's."""
+        mine = {}
+        for old, new in zip(self.logs, (fork["log"], fork["err"])):
+            stat = os.stat(old)
+            mine[(stat.st_dev, stat.st_ino)] = os.open(new, os.O_WRONLY | os.O_APPEND)
+        opened = set(mine.values())
+        for entry in os.listdir("/proc/self/fd"):
+            fd = int(entry)
+            if fd in opened:
+                continue
+            try:
+                stat = os.fstat(fd)
+            except OSError:
+                continue
+            target = mine.get((stat.st_dev, stat.st_ino))
+            if target is not None:
+                os.dup2(target, fd, inheritable=os.get_inheritable(fd))
+        for fd in opened:
+            os.close(fd)
+
+
+def end_fork(worker):
+    """A fork's end, after pytest's own, as multiprocessing ends a forked child: threads
+    joined and exit handlers run as at any exit, then os._exit, without Python's
+    finalization: tearing down every module touches every page the fork shares with gw0 and
+    copies it (~0.3 s of CPU per fork on the benchmark's suite). Not after an error: its
+    traceback and exit status are Python's."""
+    if sys.exc_info()[1] is not None or worker.exit_code is None:
+        return
+    import atexit  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()  # waits for the threads a test left running, as the interpreter's exit
+    atexit._run_exitfuncs()  # pylint: disable=protected-access
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # pylint: disable=broad-except
+            pass
+    os._exit(int(worker.exit_code))  # pylint: disable=protected-access
+
+
+def restart_capture(config):
+    """pytest's global capture anew: its temporary files are shared with gw0 after a fork
+    (one file offset); the old ones are closed here unread (their text is gw0's)."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    if capturing is None:
+        return
+    started = getattr(capturing, "_state", None) == "started"
+    capturing.stop_capturing()
+    capman._global_capturing = None  # pylint: disable=protected-access
+    capman.start_global_capturing()
+    if not started:
+        capman.suspend_global_capture()
 
 
 class CacheAsOneProcess:

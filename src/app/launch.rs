@@ -19,6 +19,7 @@ use crate::run::rundir::RunDir;
 use crate::run::sink::{Scheduled, Sink, Tee};
 use crate::run::supervisor::{Options, Supervisor};
 use crate::run::worker::{self, Worker};
+use crate::run::zygote::{self, Forks, Process};
 use crate::ui::display::Display;
 use crate::ui::{self, terminal};
 
@@ -71,21 +72,30 @@ pub(crate) fn launch(
     } else {
         None
     };
-    let spawn = |index: usize, generation: u32| {
-        let stem = worker::stem(index, generation);
+    let forks = if zygote::wanted(config.workers, facts.stream, &facts.plugin_distributions) {
+        Some(Forks::new(run_dir, config.workers)?)
+    } else {
+        None
+    };
+    // xdist's workerinput for a worker's incarnation: None when the controller adds to it
+    // first (it reaches the worker as an event then).
+    let workerinput = |index: usize, generation: u32| {
         let input = serde_json::json!({
             "workerid": worker::name(index),
             "workercount": config.workers,
             "testrunuid": testrun_uid,
             "mainargv": config.command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
         });
-        let workerinput = match &controller {
+        match &controller {
             Some(controller) => {
                 controller.configure(index, generation, input);
                 None
             }
             None => Some(input),
-        };
+        }
+    };
+    let start = |index: usize, generation: u32, forks: Option<&Forks>| {
+        let stem = worker::stem(index, generation);
         let spec = worker::Spec {
             index,
             count: config.workers,
@@ -104,13 +114,30 @@ pub(crate) fn launch(
             color,
             columns: width,
             stream: facts.stream,
-            workerinput,
+            workerinput: workerinput(index, generation),
+            forks,
         };
         Worker::spawn(&spec, events_tx.clone())
     };
-    let workers = (0..config.workers)
-        .map(|index| spawn(index, 0))
-        .collect::<Result<Vec<Worker>>>()?;
+    let spawn =
+        |index: usize, generation: u32| start(index, generation, None).map(Process::Started);
+    let workers = match forks {
+        // gw0 forks the others once it has collected.
+        Some(forks) => {
+            let zygote = start(0, 0, Some(&forks))?;
+            let forked = forks.into_handles(zygote.pid(), &events_tx)?;
+            for index in 1..config.workers {
+                // With a controller, each fork reads its own as its first message.
+                let _ = workerinput(index, 0);
+            }
+            std::iter::once(Process::Started(zygote))
+                .chain(forked.into_iter().map(Process::Forked))
+                .collect()
+        }
+        None => (0..config.workers)
+            .map(|index| spawn(index, 0))
+            .collect::<Result<Vec<Process>>>()?,
+    };
     let names: Vec<String> = (0..config.workers).map(worker::name).collect();
     let no_durations = Default::default();
     let durations = ready

@@ -21,7 +21,7 @@ use crate::noop::NoopState;
 use crate::probe::Facts;
 
 /// Bumped when an entry's meaning changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The files pytest looks for when it picks its ini file.
 /// and the conftest.py files it loads before collecting.

@@ -36,6 +36,10 @@ pub(crate) struct Facts {
     /// controller_side): a controller runs when there is one.
     #[serde(default)]
     pub(crate) controller_side: Vec<String>,
+    /// The installed pytest plugins loaded, testmon and xdist aside (python/probe.py
+    /// plugin_distributions): with one, no zygote (run::zygote).
+    #[serde(default)]
+    pub(crate) plugin_distributions: Vec<String>,
     /// `-s` or live logging: the workers' output is streamed.
     #[serde(default)]
     pub(crate) stream: bool,

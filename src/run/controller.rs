@@ -134,7 +134,7 @@ impl Controller {
         if spec.color {
             cmd.env("PY_COLORS", "1");
         }
-        worker::inherit_and_reset(&mut cmd, [raw, raw]);
+        worker::inherit_and_reset(&mut cmd, vec![raw]);
         let mut child = cmd
             .spawn()
             .map_err(|err| pycommand::start_error(spec.command, err))

@@ -16,3 +16,4 @@ pub(crate) mod sink;
 pub(crate) mod slot;
 pub(crate) mod supervisor;
 pub(crate) mod worker;
+pub(crate) mod zygote;

@@ -10,7 +10,12 @@ pub const PROTOCOL: u32 = 4;
 pub(crate) enum FromWorker {
     /// The worker's first message (it also names itself and its pid, for a reader of the
     /// socket; the supervisor checks only the protocol).
-    Hello { protocol: u32 },
+    Hello {
+        protocol: u32,
+        /// Its process id (a forked worker's handle learns it here).
+        #[serde(default)]
+        pid: Option<i32>,
+    },
     /// The worker's collection, in testmon's order, after testmon's selection.
     Collected {
         nodeids: Vec<String>,
@@ -239,7 +244,13 @@ mod tests {
             Ok(FromWorker::Want { queued: 1 })
         );
         let msg = parse(r#"{"t":"hello","protocol":1,"worker":"gw0","pid":42}"#).unwrap();
-        assert_eq!(msg, FromWorker::Hello { protocol: 1 });
+        assert_eq!(
+            msg,
+            FromWorker::Hello {
+                protocol: 1,
+                pid: Some(42)
+            }
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub(crate) trait WorkerHandle {
     fn try_exit(&mut self) -> Option<Exit>;
     /// The last lines it printed, for crash reports.
     fn last_output(&self, lines: usize) -> String;
+    /// A worker that never came to be (a fork gw0 never made, or that died before its
+    /// hello: run::zygote): started afresh in its place, not a crash.
+    fn unborn(&self) -> bool {
+        false
+    }
 }
 
 /// A worker's lifecycle, in this order.

@@ -189,7 +189,7 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
 
     fn on_message(&mut self, w: usize, msg: FromWorker) {
         match msg {
-            FromWorker::Hello { protocol } => {
+            FromWorker::Hello { protocol, .. } => {
                 if protocol != protocol::PROTOCOL {
                     let name = self.slots[w].worker.name();
                     self.out.problems.push(format!(
@@ -577,6 +577,10 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
             let Some(exit) = self.slots[w].reapable() else {
                 continue;
             };
+            if self.slots[w].worker.unborn() {
+                self.start_afresh(w);
+                continue;
+            }
             self.slots[w].lifecycle = Lifecycle::Reaped;
             let error = match self.slots[w].finished {
                 None => Some(format!(
@@ -722,6 +726,32 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
         self.serve_all();
     }
 
+    /// A worker that never came to be (WorkerHandle::unborn) is started in its place, the
+    /// same incarnation, unless the run is stopping.
+    fn start_afresh(&mut self, w: usize) {
+        let started = if self.stopping() {
+            None
+        } else {
+            let name = self.slots[w].worker.name().to_string();
+            match (self.spawn)(w, self.slots[w].generation) {
+                Ok(worker) => Some(worker),
+                Err(err) => {
+                    self.out
+                        .problems
+                        .push(format!("starting worker {name}: {err:#}"));
+                    None
+                }
+            }
+        };
+        match started {
+            Some(worker) => self.slots[w] = Slot::new(worker, self.slots[w].generation),
+            None => {
+                self.slots[w].lifecycle = Lifecycle::Reaped;
+                self.sink.worker_down(w, None, None);
+            }
+        }
+    }
+
     /// Starts a worker in place of the one that died, while work is left and restarts are.
     fn maybe_replace(&mut self, w: usize, killed: Option<Kill>) {
         let work_left = self.scheduler.as_ref().is_some_and(|s| s.units_left() > 0);
@@ -810,6 +840,8 @@ mod tests {
         sent: Vec<ToWorker>,
         signals: Vec<Signal>,
         exit: Option<Exit>,
+        /// A fork that never came (run::zygote).
+        unborn: bool,
     }
 
     type Shared = Rc<RefCell<FakeState>>;
@@ -843,6 +875,9 @@ mod tests {
         }
         fn last_output(&self, _lines: usize) -> String {
             format!("last words of {}", self.stem)
+        }
+        fn unborn(&self) -> bool {
+            self.state.borrow().unborn
         }
     }
 
@@ -1627,5 +1662,44 @@ mod tests {
     fn scheduled(recorder: &Recorder) -> &str {
         let found = recorder.0.iter().find(|e| e.starts_with("scheduled"));
         found.expect("the schedule started")
+    }
+
+    /// A fork gw0 never made (gw0 ended before its collection) is started afresh as the same
+    /// incarnation, not reported as a crash nor counted as a restart; then the run goes on.
+    #[test]
+    fn a_fork_that_never_came_is_started_afresh_unless_the_run_is_stopping() {
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        let gw1 = state(&started, "gw1");
+        gw1.borrow_mut().unborn = true;
+        dies(&mut sup, &gw1, 1, Exit::Code(-1));
+        let stems: Vec<String> = started.borrow().iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(stems, ["gw0", "gw1", "gw1"]);
+        assert!(sup.out.problems.is_empty(), "{:?}", sup.out.problems);
+        assert_eq!(sup.out.restarts, 0);
+        assert!(sup.slots[1].live());
+        // The new gw1 is the one that collects and runs.
+        start(&mut sup, 2);
+        play(&mut sup, &started, &[]);
+        let outcome = sup.conclude();
+        assert_eq!(outcome.results.len(), TESTS.len());
+        assert!(outcome.crashes.is_empty() && outcome.problems.is_empty());
+
+        // Interrupted before gw0 forked: nothing is started, nothing reported.
+        let mut h = Harness::new();
+        let started = h.started.clone();
+        let mut sup = h.supervisor(2, options());
+        sup.handle(Event::Signal(SignalEvent::Interrupt));
+        let gw1 = state(&started, "gw1");
+        gw1.borrow_mut().unborn = true;
+        dies(&mut sup, &gw1, 1, Exit::Code(-1));
+        assert_eq!(
+            started.borrow().len(),
+            2,
+            "no worker started while stopping"
+        );
+        assert!(sup.slots[1].reaped());
+        assert!(sup.out.problems.is_empty(), "{:?}", sup.out.problems);
     }
 }

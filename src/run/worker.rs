@@ -52,6 +52,8 @@ pub(crate) struct Spec<'a> {
     /// xdist's `config.workerinput`, sent as the worker's first message; None when the
     /// controller adds to it first (the supervisor sends it then).
     pub(crate) workerinput: Option<serde_json::Value>,
+    /// The workers it forks after its collection (the zygote: run::zygote), if any.
+    pub(crate) forks: Option<&'a crate::run::zygote::Forks>,
 }
 
 /// How a worker process ended, classified once.
@@ -146,7 +148,14 @@ impl Worker {
         } else {
             cmd.env_remove("TESTMON_RUN_COLOR");
         }
-        inherit_and_reset(&mut cmd, [raw, lock_fd]);
+        let mut fds = vec![raw, lock_fd];
+        if let Some(forks) = spec.forks {
+            cmd.env("TESTMON_RUN_FORKS", forks.env_value());
+            fds.extend(forks.fds());
+        } else {
+            cmd.env_remove("TESTMON_RUN_FORKS");
+        }
+        inherit_and_reset(&mut cmd, fds);
         let mut child = cmd
             .spawn()
             .map_err(|err| pycommand::start_error(spec.command, err))
@@ -170,7 +179,7 @@ impl Worker {
         let index = spec.index;
         std::thread::Builder::new()
             .name(format!("reader-{name}"))
-            .spawn(move || read_lines(index, reader, &events))?;
+            .spawn(move || read_lines(index, reader, &events, None))?;
         Ok(Worker {
             name,
             stem: spec.stem.clone(),
@@ -179,6 +188,13 @@ impl Worker {
             log: spec.log.clone(),
             err_log: spec.err_log.clone(),
         })
+    }
+}
+
+impl Worker {
+    /// Its process id, which is also its process group's.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 }
 
@@ -220,12 +236,12 @@ impl WorkerHandle for Worker {
 /// Between fork and exec: the worker keeps `fds` (its socket, the run directory's lock), and
 /// starts with default signal dispositions and an empty mask, interrupted when this process
 /// dies.
-pub(crate) fn inherit_and_reset(cmd: &mut std::process::Command, fds: [std::os::fd::RawFd; 2]) {
+pub(crate) fn inherit_and_reset(cmd: &mut std::process::Command, fds: Vec<std::os::fd::RawFd>) {
     // SAFETY: only async-signal-safe calls (fcntl, signal, sigprocmask, prctl) between fork
     // and exec.
     unsafe {
         cmd.pre_exec(move || {
-            for fd in fds {
+            for &fd in &fds {
                 let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
                 if flags < 0
                     || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
@@ -275,7 +291,7 @@ impl Drop for Worker {
 }
 
 /// An empty log opened for appending (O_APPEND: two writers never overwrite each other).
-fn append_log(path: &Path) -> Result<File> {
+pub(crate) fn append_log(path: &Path) -> Result<File> {
     crate::run::rundir::private_file(path)
         .and_then(|_| std::fs::OpenOptions::new().append(true).open(path))
         .with_context(|| format!("creating {}", path.display()))
@@ -304,7 +320,14 @@ fn stream_lines(
     Ok(())
 }
 
-fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
+/// Turns a worker's lines into events until its socket closes; `pid`, when given, learns the
+/// worker's process id from its hello (a forked worker: run::zygote).
+pub(crate) fn read_lines(
+    worker: usize,
+    stream: UnixStream,
+    events: &Sender<Event>,
+    pid: Option<&std::sync::atomic::AtomicI32>,
+) {
     let mut supervisor_listens = true;
     each_line(stream, |line| {
         if !line.ends_with(b"\n") {
@@ -313,7 +336,13 @@ fn read_lines(worker: usize, stream: UnixStream, events: &Sender<Event>) {
         }
         let text = String::from_utf8_lossy(line);
         let event = match protocol::parse(text.trim_end()) {
-            Ok(msg) => Event::Message { worker, msg },
+            Ok(msg) => {
+                if let (Some(cell), protocol::FromWorker::Hello { pid: Some(id), .. }) = (pid, &msg)
+                {
+                    cell.store(*id, std::sync::atomic::Ordering::SeqCst);
+                }
+                Event::Message { worker, msg }
+            }
             Err(detail) => Event::Garbage { worker, detail },
         };
         supervisor_listens = events.send(event).is_ok();

@@ -887,7 +887,9 @@ fn worker_killed(case: &mut Case) {
     let project = Project::copy("many");
     let tmpdir = Sandbox::fresh();
     let _reaper = Reaper(tmpdir.path());
-    let moment = Moment::pick(&mut case.rng, |ms| Moment::Workers { ms }, (0, 1500));
+    // Startup: gw0's imports and collection, the forks (src/run/zygote.rs), the first tests;
+    // the whole run of `many` takes ~1 s from there on an idle machine.
+    let moment = Moment::pick(&mut case.rng, |ms| Moment::Workers { ms }, (0, 700));
     let pick = case.rng.range(0, 1) as usize;
     println!("  kill -9 of worker #{pick} (of those alive, by name) at {moment}");
     let mut live = case.start_until(&project, &tmpdir, moment);
@@ -903,7 +905,13 @@ fn worker_killed(case: &mut Case) {
             "{}: no worker started",
             case.name
         );
-        live.pump(Duration::from_millis(10));
+        let running = live.pump(Duration::from_millis(10));
+        case.assert_struck(running, || {
+            format!(
+                "{}: the run ended before a worker could be killed",
+                case.name
+            )
+        });
     };
     let (victim, pid) = alive[pick % alive.len()].clone();
     println!(

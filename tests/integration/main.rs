@@ -22,3 +22,4 @@ mod security;
 mod shards;
 mod testmon_failures;
 mod why;
+mod zygote;

@@ -827,11 +827,15 @@ pub fn processes_under(tmpdir: &Path) -> Vec<(String, Pid)> {
         };
         let environ = String::from_utf8_lossy(&environ);
         let name = if environ.split('\0').any(|v| v.starts_with(&worker)) {
-            environ
-                .split('\0')
-                .find_map(|v| v.strip_prefix("TESTMON_RUN_WORKER="))
-                .unwrap_or("?")
-                .to_string()
+            // A worker gw0 forked (src/run/zygote.rs) still has gw0's environment block;
+            // its stdout, its own log in the run directory, names it.
+            log_name(&entry.path(), tmpdir).unwrap_or_else(|| {
+                environ
+                    .split('\0')
+                    .find_map(|v| v.strip_prefix("TESTMON_RUN_WORKER="))
+                    .unwrap_or("?")
+                    .to_string()
+            })
         } else if environ.split('\0').any(|v| v.starts_with(&probe)) {
             "probe".to_string()
         } else {
@@ -841,6 +845,20 @@ pub fn processes_under(tmpdir: &Path) -> Vec<(String, Pid)> {
     }
     found.sort();
     found
+}
+
+/// The worker whose log in the run directory a process has open (`<run dir>/gw1.log`,
+/// `gw1.2.log`: gw1): its stdout, or during a test the copy pytest's capture keeps of it.
+fn log_name(proc_dir: &Path, tmpdir: &Path) -> Option<String> {
+    let fds = std::fs::read_dir(proc_dir.join("fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        if !target.starts_with(tmpdir) || target.extension()? != "log" {
+            return None;
+        }
+        let name = target.file_name()?.to_str()?.split('.').next()?;
+        name.starts_with("gw").then(|| name.to_string())
+    })
 }
 
 /// The workers (and anything they forked) of the runs under `tmpdir`: `processes_under`

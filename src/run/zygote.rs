@@ -1,0 +1,396 @@
+//! Workers forked from the first one after its collection (the zygote): one interpreter
+//! start, plugin import and collection instead of N.
+//!
+//! gw0 is started as every worker is, with one more socket for each worker it forks
+//! (`TESTMON_RUN_FORKS`). Once it has collected and testmon has selected, it forks gw1 ...
+//! gwN-1 (python/worker.py `Zygote`): each its own process group, socket, logs, spool, JUnit
+//! file and pytest capture; nothing SQLite opened before the fork is used after it. The forks
+//! are double-forked and this process is their subreaper, so each fork is this process's
+//! child: reaped, signalled and interrupted (parent-death signal) as a started worker is.
+//! From its hello on, a fork is a worker like any other; one that replaces it is started
+//! afresh, and so is a fork that never came (gw0 ended before its collection: a usage
+//! error, a crash; or the fork died before its hello), unless the run is stopping. With
+//! the plugins' controller a fork's `workerinput` is its own (its first message, as a
+//! started worker's), though plugins that read it while configuring saw gw0's.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::run::events::Event;
+use crate::run::protocol::{self, ToWorker};
+use crate::run::rundir::RunDir;
+use crate::run::slot::WorkerHandle;
+use crate::run::worker::{self, Exit, Worker};
+
+/// `TESTMON_RUN_ZYGOTE=0` starts every worker on its own; `=1` forks them even with
+/// installed plugins.
+const SWITCH: &str = "TESTMON_RUN_ZYGOTE";
+
+/// Whether gw0 forks the other workers: two or more workers; no streamed output (each
+/// worker's stdout is a pipe of its own then); no installed pytest plugin but testmon and
+/// xdist (`plugins`), unless `TESTMON_RUN_ZYGOTE=1`: plugins act as pytest configures, in
+/// gw0 alone, and some take the worker they run in from there (pytest-benchmark's
+/// gw0-only warning, pytest-randomly's seeding at session start would be gw0's in every
+/// fork); and this process can be the forks' subreaper.
+pub(crate) fn wanted(workers: usize, stream: bool, plugins: &[String]) -> bool {
+    let switch = std::env::var(SWITCH).ok();
+    let on = match switch.as_deref() {
+        Some("0" | "never" | "off") => false,
+        Some("1" | "always" | "on") => true,
+        _ => plugins.is_empty(),
+    };
+    workers >= 2 && !stream && on && become_subreaper()
+}
+
+/// Orphans among this process's descendants (a fork whose intermediate parent exited) become
+/// its children.
+fn become_subreaper() -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+/// One fork's place, before gw0 starts.
+struct End {
+    index: usize,
+    ours: UnixStream,
+    theirs: OwnedFd,
+    log: PathBuf,
+    err_log: PathBuf,
+}
+
+/// The sockets and files of the workers gw0 forks.
+pub(crate) struct Forks {
+    ends: Vec<End>,
+    value: String,
+}
+
+impl Forks {
+    /// Sockets and log files for workers 1..count (their first incarnation).
+    pub(crate) fn new(run_dir: &RunDir, count: usize) -> Result<Forks> {
+        let mut ends = Vec::new();
+        let mut listed = Vec::new();
+        for index in 1..count {
+            let stem = worker::stem(index, 0);
+            let (ours, theirs) = UnixStream::pair().context("creating a worker socket")?;
+            let theirs: OwnedFd = theirs.into();
+            let (log, err_log) = (run_dir.log(&stem), run_dir.err_log(&stem));
+            worker::append_log(&log)?;
+            worker::append_log(&err_log)?;
+            listed.push(serde_json::json!({
+                "name": worker::name(index),
+                "fd": theirs.as_raw_fd(),
+                "spool": run_dir.spool(&stem),
+                "junit": run_dir.junit(&stem),
+                "log": log,
+                "err": err_log,
+            }));
+            ends.push(End {
+                index,
+                ours,
+                theirs,
+                log,
+                err_log,
+            });
+        }
+        let zygote = worker::stem(0, 0);
+        let value = serde_json::json!({
+            "supervisor": std::process::id(),
+            "log": run_dir.log(&zygote),
+            "err": run_dir.err_log(&zygote),
+            "forks": listed,
+        })
+        .to_string();
+        Ok(Forks { ends, value })
+    }
+
+    /// `TESTMON_RUN_FORKS` for gw0.
+    pub(crate) fn env_value(&self) -> &str {
+        &self.value
+    }
+
+    /// The forks' ends of their sockets, which gw0 inherits.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        self.ends.iter().map(|end| end.theirs.as_raw_fd()).collect()
+    }
+
+    /// Once gw0 (`zygote`, its pid) runs: the forks' handles, their sockets read from now on.
+    pub(crate) fn into_handles(self, zygote: i32, events: &Sender<Event>) -> Result<Vec<Forked>> {
+        let mut handles = Vec::new();
+        for end in self.ends {
+            drop(end.theirs);
+            let pid = Arc::new(AtomicI32::new(0));
+            let closed = Arc::new(AtomicBool::new(false));
+            let reader = end.ours.try_clone()?;
+            let (index, events) = (end.index, events.clone());
+            let (pid_seen, closed_seen) = (pid.clone(), closed.clone());
+            let name = worker::name(end.index);
+            std::thread::Builder::new()
+                .name(format!("reader-{name}"))
+                .spawn(move || {
+                    worker::read_lines(index, reader, &events, Some(&pid_seen));
+                    closed_seen.store(true, Ordering::SeqCst);
+                })?;
+            handles.push(Forked {
+                stem: worker::stem(end.index, 0),
+                name,
+                writer: end.ours,
+                pid,
+                closed,
+                zygote,
+                log: end.log,
+                err_log: end.err_log,
+            });
+        }
+        Ok(handles)
+    }
+}
+
+/// A worker gw0 forked: known by the pid its hello names.
+pub(crate) struct Forked {
+    name: String,
+    stem: String,
+    writer: UnixStream,
+    /// 0 until its hello.
+    pid: Arc<AtomicI32>,
+    /// Its socket reached its end (every holder closed it).
+    closed: Arc<AtomicBool>,
+    /// gw0's pid (and process group): the fork's group until it has its own.
+    zygote: i32,
+    log: PathBuf,
+    err_log: PathBuf,
+}
+
+impl Forked {
+    fn pid(&self) -> Option<Pid> {
+        match self.pid.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(Pid::from_raw(pid)),
+        }
+    }
+}
+
+impl WorkerHandle for Forked {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    fn send(&mut self, msg: &ToWorker) {
+        let _ = std::io::Write::write_all(&mut self.writer, protocol::encode(msg).as_bytes());
+    }
+
+    fn signal(&self, signal: Signal) {
+        // Before its hello the fork is still in gw0's process group, or not forked yet.
+        let group = self.pid().unwrap_or(Pid::from_raw(self.zygote));
+        let _ = killpg(group, signal);
+    }
+
+    fn try_exit(&mut self) -> Option<Exit> {
+        let Some(pid) = self.pid() else {
+            // Never forked, or died before its hello: see `unborn`.
+            return self.unborn().then_some(Exit::Code(-1));
+        };
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => Some(Exit::Signal(signal as i32)),
+            Ok(_) => None,
+            // Not this process's child yet: its intermediate parent is exiting.
+            Err(Errno::ECHILD) => match kill(pid, None) {
+                Err(Errno::ESRCH) => Some(Exit::Code(-1)),
+                _ => None,
+            },
+            Err(_) => Some(Exit::Code(-1)),
+        }
+    }
+
+    fn unborn(&self) -> bool {
+        self.pid().is_none() && self.closed.load(Ordering::SeqCst)
+    }
+
+    fn last_output(&self, lines: usize) -> String {
+        [&self.log, &self.err_log]
+            .iter()
+            .map(|path| worker::tail(path, lines))
+            .filter(|text| !text.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// A worker the supervisor holds: started by it, or forked by gw0.
+pub(crate) enum Process {
+    Started(Worker),
+    Forked(Forked),
+}
+
+impl WorkerHandle for Process {
+    fn name(&self) -> &str {
+        match self {
+            Process::Started(w) => w.name(),
+            Process::Forked(w) => w.name(),
+        }
+    }
+
+    fn stem(&self) -> &str {
+        match self {
+            Process::Started(w) => w.stem(),
+            Process::Forked(w) => w.stem(),
+        }
+    }
+
+    fn send(&mut self, msg: &ToWorker) {
+        match self {
+            Process::Started(w) => w.send(msg),
+            Process::Forked(w) => w.send(msg),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        match self {
+            Process::Started(w) => w.signal(signal),
+            Process::Forked(w) => w.signal(signal),
+        }
+    }
+
+    fn try_exit(&mut self) -> Option<Exit> {
+        match self {
+            Process::Started(w) => w.try_exit(),
+            Process::Forked(w) => w.try_exit(),
+        }
+    }
+
+    fn unborn(&self) -> bool {
+        match self {
+            Process::Started(_) => false,
+            Process::Forked(w) => w.unborn(),
+        }
+    }
+
+    fn last_output(&self, lines: usize) -> String {
+        match self {
+            Process::Started(w) => w.last_output(lines),
+            Process::Forked(w) => w.last_output(lines),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Forks' handles with real processes: a child of this test process says hello with its
+    //! pid on a fork's socket (as a fork of gw0 would), or the socket closes without one.
+
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn env(forks: &Forks) -> serde_json::Value {
+        serde_json::from_str(forks.env_value()).unwrap()
+    }
+
+    #[test]
+    fn forks_are_told_their_names_sockets_and_files_and_known_by_their_hello() {
+        let run_dir = RunDir::create(false).unwrap();
+        let forks = Forks::new(&run_dir, 3).unwrap();
+        let value = env(&forks);
+        assert_eq!(value["supervisor"], std::process::id());
+        assert_eq!(value["log"], serde_json::json!(run_dir.log("gw0")));
+        let listed = value["forks"].as_array().unwrap();
+        let names: Vec<&str> = listed.iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["gw1", "gw2"]);
+        let fds: Vec<i64> = listed.iter().map(|f| f["fd"].as_i64().unwrap()).collect();
+        assert_eq!(
+            fds,
+            forks
+                .fds()
+                .iter()
+                .map(|&fd| i64::from(fd))
+                .collect::<Vec<_>>()
+        );
+        for f in listed {
+            let stem = f["name"].as_str().unwrap();
+            assert_eq!(f["spool"], serde_json::json!(run_dir.spool(stem)));
+            assert_eq!(f["junit"], serde_json::json!(run_dir.junit(stem)));
+            // The fork appends to its logs: they exist, empty.
+            for key in ["log", "err"] {
+                let path = PathBuf::from(f[key].as_str().unwrap());
+                assert_eq!(std::fs::read(&path).unwrap(), b"", "{}", path.display());
+            }
+        }
+        // What gw0 would hold: its ends of the two sockets.
+        let theirs: Vec<std::fs::File> = forks
+            .fds()
+            .iter()
+            .map(|&fd| unsafe { std::fs::File::from_raw_fd(nix::unistd::dup(fd).unwrap()) })
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let mut handles = forks.into_handles(0, &tx).unwrap();
+        let [mut theirs1, theirs2]: [std::fs::File; 2] = theirs.try_into().unwrap();
+
+        // gw1 forked: a real process (this test's child, as a fork is the supervisor's).
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let hello = format!(
+            r#"{{"t":"hello","protocol":1,"worker":"gw1","pid":{}}}"#,
+            child.id()
+        );
+        theirs1.write_all(format!("{hello}\n").as_bytes()).unwrap();
+        let event = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(
+            matches!(event, Event::Message { worker: 1, .. }),
+            "{event:?}"
+        );
+        assert!(!handles[0].unborn());
+        assert_eq!(handles[0].try_exit(), None, "running");
+        // Its own process group is its pid: signalled there. (`sleep` shares this test's
+        // group, so it is killed by pid here.)
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let exit = loop {
+            if let Some(exit) = handles[0].try_exit() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "never reaped");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(exit, Exit::Signal(9));
+        assert!(child.try_wait().is_err(), "reaped by the handle");
+
+        // gw2 never came: its socket closes without a hello.
+        assert!(!handles[1].unborn());
+        assert_eq!(handles[1].try_exit(), None);
+        drop(theirs2);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !handles[1].unborn() {
+            assert!(Instant::now() < deadline, "the close never seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(handles[1].try_exit(), Some(Exit::Code(-1)));
+    }
+}
