@@ -121,6 +121,7 @@ pub(crate) fn launch(
     };
     let spawn =
         |index: usize, generation: u32| start(index, generation, None).map(Process::Started);
+    let zygote = forks.is_some();
     let workers = match forks {
         // gw0 forks the others once it has collected.
         Some(forks) => {
@@ -172,6 +173,7 @@ pub(crate) fn launch(
         &mut sink,
     )
     .run();
+    outcome.zygote = zygote;
     outcome.warnings.extend(sink.0 .1.error);
     if !facts.stream {
         pass_stderr_through(&outcome, run_dir);

@@ -19,6 +19,8 @@ pub(crate) struct JsonReport {
     /// pytest-testmon's version; None when testmon is off.
     pub(crate) testmon: Option<String>,
     pub(crate) workers: usize,
+    /// gw0 forked the other workers after its collection (src/run/zygote.rs).
+    pub(crate) zygote: bool,
     pub(crate) selected: usize,
     pub(crate) deselected: u64,
     pub(crate) exit_code: u8,
@@ -158,6 +160,7 @@ impl JsonReport {
                 .filter(|tm| tm.active())
                 .map(|tm| tm.version.clone()),
             workers,
+            zygote: outcome.zygote,
             selected: outcome.run_list.len(),
             deselected: outcome.deselected,
             exit_code,
@@ -298,6 +301,7 @@ mod tests {
             pytest: "9.0.2".into(),
             testmon: Some("2.2.0".into()),
             workers: 2,
+            zygote: true,
             selected: 1,
             deselected: 3,
             exit_code: 0,
@@ -316,6 +320,7 @@ mod tests {
         assert_eq!(value["tests"][0]["worker"], "gw1");
         assert_eq!(value["tests"][0]["duration"], 1.5);
         assert_eq!(value["deselected"], 3);
+        assert_eq!(value["zygote"], true);
         assert_eq!(value["summary"][0][0], "passed");
         assert!(value["phases"]["merge"].is_number());
         assert_eq!(value["worker_restarts"], 1);

@@ -92,6 +92,8 @@ pub(crate) struct RunOutcome {
     pub(crate) stems: Vec<String>,
     /// Workers started to replace crashed ones.
     pub(crate) restarts: u32,
+    /// gw0 forked the other workers (run::zygote).
+    pub(crate) zygote: bool,
     /// Tests reported by workers that died before sending their share of pytest's cache.
     pub(crate) cache_orphans: Vec<String>,
     /// Tests that were running when the run was interrupted and did not finish.

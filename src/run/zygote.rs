@@ -36,20 +36,48 @@ use crate::run::worker::{self, Exit, Worker};
 /// installed plugins.
 const SWITCH: &str = "TESTMON_RUN_ZYGOTE";
 
-/// Whether gw0 forks the other workers: two or more workers; no streamed output (each
-/// worker's stdout is a pipe of its own then); no installed pytest plugin but testmon and
-/// xdist (`plugins`), unless `TESTMON_RUN_ZYGOTE=1`: plugins act as pytest configures, in
-/// gw0 alone, and some take the worker they run in from there (pytest-benchmark's
-/// gw0-only warning, pytest-randomly's seeding at session start would be gw0's in every
-/// fork); and this process can be the forks' subreaper.
+/// Installed plugins whose parity with xdist the plugin suite checks with the zygote
+/// (tests/integration/plugins.rs: every test but pytest-benchmark's and pytest-randomly's
+/// runs with only these loaded). pytest-benchmark and pytest-randomly are not: the first
+/// takes its worker from `PYTEST_XDIST_WORKER` as it configures (its gw0-only warning comes
+/// from every fork), the second seeds `random` at session start, which Python reseeds in
+/// each forked child.
+const FORK_SAFE: &[&str] = &[
+    "allure-pytest",
+    "pytest-cov",
+    "pytest-django",
+    "pytest-github-actions-annotate-failures",
+    "pytest-html",
+    "pytest-json-report",
+    "pytest-metadata",
+    "pytest-rerunfailures",
+    "pytest-timeout",
+    "syrupy",
+];
+
+/// Whether gw0 forks the other workers (see `decide`), and this process can be the forks'
+/// subreaper.
 pub(crate) fn wanted(workers: usize, stream: bool, plugins: &[String]) -> bool {
     let switch = std::env::var(SWITCH).ok();
-    let on = match switch.as_deref() {
+    decide(switch.as_deref(), workers, stream, plugins) && become_subreaper()
+}
+
+/// Two or more workers; no streamed output (each worker's stdout is a pipe of its own then);
+/// every installed pytest plugin loaded (`plugins`: testmon and xdist aside) one whose parity
+/// under the zygote is tested (FORK_SAFE): plugins act as pytest configures, in gw0 alone.
+/// `TESTMON_RUN_ZYGOTE=1` forks whatever is installed, `=0` never.
+fn decide(switch: Option<&str>, workers: usize, stream: bool, plugins: &[String]) -> bool {
+    let on = match switch {
         Some("0" | "never" | "off") => false,
         Some("1" | "always" | "on") => true,
-        _ => plugins.is_empty(),
+        _ => plugins.iter().all(|p| fork_safe(p)),
     };
-    workers >= 2 && !stream && on && become_subreaper()
+    workers >= 2 && !stream && on
+}
+
+fn fork_safe(plugin: &str) -> bool {
+    let name = plugin.to_ascii_lowercase().replace('_', "-");
+    FORK_SAFE.contains(&name.as_str())
 }
 
 /// Orphans among this process's descendants (a fork whose intermediate parent exited) become
@@ -310,6 +338,30 @@ mod tests {
 
     fn env(forks: &Forks) -> serde_json::Value {
         serde_json::from_str(forks.env_value()).unwrap()
+    }
+
+    #[test]
+    fn the_zygote_is_used_with_two_workers_no_stream_and_tested_plugins_only() {
+        let none: Vec<String> = Vec::new();
+        let tested = vec!["pytest-cov".to_string(), "pytest_django".to_string()];
+        let untested = vec!["pytest-cov".to_string(), "hypothesis".to_string()];
+        let benchmark = vec!["pytest-benchmark".to_string()];
+        assert!(decide(None, 2, false, &none));
+        assert!(
+            decide(None, 8, false, &tested),
+            "names as pip spells them or not"
+        );
+        assert!(!decide(None, 2, false, &untested));
+        assert!(!decide(None, 2, false, &benchmark));
+        assert!(
+            !decide(None, 1, false, &none),
+            "one worker: nothing to fork"
+        );
+        assert!(!decide(None, 2, true, &none), "-s: each worker's own pipe");
+        assert!(decide(Some("1"), 2, false, &untested));
+        assert!(!decide(Some("1"), 2, true, &none));
+        assert!(!decide(Some("0"), 2, false, &none));
+        assert!(decide(Some(""), 2, false, &none), "empty: as unset");
     }
 
     #[test]

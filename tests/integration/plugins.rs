@@ -36,6 +36,15 @@ fn no_randomly<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
+/// `-p no:randomly -p no:benchmark` followed by `args`: only plugins testmon-run forks its
+/// workers with (src/run/zygote.rs FORK_SAFE) are loaded, so these runs use the zygote (the
+/// pytest-benchmark and pytest-randomly tests, which load theirs, start every worker).
+fn zygote_plugins<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["-p", "no:randomly", "-p", "no:benchmark"];
+    all.extend_from_slice(args);
+    all
+}
+
 /// Both runs' output, for failure messages.
 fn both_outputs(xdist: &Run, ours: &Run) -> String {
     format!(
@@ -64,8 +73,31 @@ fn run_pair(args: &[&str]) -> Pair {
         Sandbox::fresh(),
     );
     let x = xdist(&theirs, args).run();
-    let o = ours(&sandbox, &mine, args).run();
+    let report_dir = fresh_tmpdir();
+    let report = report_dir.path().join("report.json");
+    let report_arg = report.to_string_lossy().into_owned();
+    let o = sandbox
+        .testmon_run(
+            &mine,
+            VENV,
+            &["-n", "2", "--json-report", &report_arg],
+            args,
+        )
+        .run();
     let both = both_outputs(&x, &o);
+    // With only the plugins the zygote is tested with loaded (zygote_plugins), gw0 forks the
+    // other worker; with pytest-benchmark or pytest-randomly loaded, each starts on its own.
+    let only_tested = args.windows(2).any(|w| w == ["-p", "no:benchmark"])
+        && args.windows(2).any(|w| w == ["-p", "no:randomly"]);
+    let used: Value = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        used["zygote"],
+        Value::Bool(only_tested),
+        "the zygote with {args:?}\n{both}"
+    );
     Pair {
         theirs,
         mine,
@@ -170,7 +202,7 @@ fn fail_under_verdict(run: &Run) -> Vec<String> {
 #[test]
 fn pytest_cov_combines_the_workers_data_and_reports_once_like_xdist() {
     // The fixture's mylib is 70.59% covered: the threshold is met.
-    let args = no_randomly(&[
+    let args = zygote_plugins(&[
         "--cov=mylib",
         "--cov-report=term",
         "--cov-report=xml:cov.xml",
@@ -241,7 +273,7 @@ fn pytest_cov_combines_the_workers_data_and_reports_once_like_xdist() {
 #[test]
 fn pytest_cov_fail_under_fails_the_run_like_xdist() {
     // 70.59% covered, 100% required: every test passes, and the run fails.
-    let args = no_randomly(&["--cov=mylib", "--cov-fail-under=100"]);
+    let args = zygote_plugins(&["--cov=mylib", "--cov-fail-under=100"]);
     let Pair {
         sandbox,
         x,
@@ -311,7 +343,7 @@ fn html_results(report: &Path, output: &str) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn pytest_html_reports_every_test_once_like_xdist() {
-    let args = no_randomly(&["mixed", "--html=report.html", "--self-contained-html"]);
+    let args = zygote_plugins(&["mixed", "--html=report.html", "--self-contained-html"]);
     let Pair {
         theirs,
         mine,
@@ -356,7 +388,7 @@ fn json_report(path: &Path, output: &str) -> JsonReport {
 
 #[test]
 fn pytest_json_report_holds_every_test_once_like_xdist() {
-    let args = no_randomly(&["mixed", "--json-report", "--json-report-file=r.json"]);
+    let args = zygote_plugins(&["mixed", "--json-report", "--json-report-file=r.json"]);
     let Pair {
         theirs,
         mine,
@@ -412,7 +444,7 @@ fn allure_results(dir: &Path, output: &str) -> BTreeMap<(String, String), String
 
 #[test]
 fn allure_pytest_writes_one_result_per_test_like_xdist() {
-    let args = no_randomly(&["mixed", "--alluredir=allure-results"]);
+    let args = zygote_plugins(&["mixed", "--alluredir=allure-results"]);
     let Pair {
         theirs,
         mine,
@@ -442,7 +474,7 @@ fn annotations(run: &Run) -> Vec<String> {
 
 #[test]
 fn github_actions_annotations_print_once_per_failure_like_xdist() {
-    let args = no_randomly(&["mixed"]);
+    let args = zygote_plugins(&["mixed"]);
     let (theirs, mine, sandbox) = (
         Project::copy("plugins"),
         Project::copy("plugins"),
@@ -534,7 +566,7 @@ fn pytest_django_sqlite_gets_a_test_database_per_worker_like_xdist() {
         Sandbox::fresh(),
     );
     let (their_names, my_names) = (fresh_tmpdir(), fresh_tmpdir());
-    let args = no_randomly(&[]);
+    let args = zygote_plugins(&[]);
     let x = xdist(&theirs, &args)
         .env("PLUGINS_DB_NAMES", their_names.path())
         .run();
@@ -754,7 +786,7 @@ fn pytest_django_postgresql_gets_a_database_per_worker_like_xdist() {
         Sandbox::fresh(),
     );
     let (their_names, my_names) = (fresh_tmpdir(), fresh_tmpdir());
-    let args = no_randomly(&[]);
+    let args = zygote_plugins(&[]);
     let x = xdist(&theirs, &args)
         .env("PLUGINS_PG_HOST", &host)
         .env("PLUGINS_PG_PORT", &port)
@@ -794,7 +826,7 @@ fn pytest_django_postgresql_gets_a_database_per_worker_like_xdist() {
 #[test]
 fn pytest_rerunfailures_counts_reruns_like_xdist() {
     // `flaky/`: test_flaky fails once (leaving flaky/flaky.marker), test_always_fails always.
-    let args = no_randomly(&["flaky", "--reruns", "2"]);
+    let args = zygote_plugins(&["flaky", "--reruns", "2"]);
     let Pair {
         mine,
         sandbox,
@@ -953,7 +985,7 @@ fn pytest_benchmark_is_disabled_with_its_warning_like_xdist() {
 #[test]
 fn pytest_timeout_passes_quick_tests_and_fails_a_slow_one_like_xdist() {
     // `tests/` (13 quick tests) and `slow/`: one quick test, one sleeping 30 s.
-    let args = no_randomly(&["tests", "slow", "--timeout=3"]);
+    let args = zygote_plugins(&["tests", "slow", "--timeout=3"]);
     let Pair {
         sandbox,
         x,
@@ -988,7 +1020,7 @@ fn syrupy_snapshot_update_removes_only_unused_snapshots_like_xdist() {
         Project::copy("plugins"),
         Sandbox::fresh(),
     );
-    let args = no_randomly(&["snap"]);
+    let args = zygote_plugins(&["snap"]);
     let x = xdist(&theirs, &args).run();
     let o = ours(&sandbox, &mine, &args).run();
     let both = both_outputs(&x, &o);
@@ -1012,7 +1044,7 @@ fn syrupy_snapshot_update_removes_only_unused_snapshots_like_xdist() {
         project.edit("snap/test_snap.py", removed, "");
     }
     settle();
-    let args = no_randomly(&["snap", "--snapshot-update"]);
+    let args = zygote_plugins(&["snap", "--snapshot-update"]);
     let x = xdist(&theirs, &args).run();
     let o = ours(&sandbox, &mine, &args).run();
     let both = both_outputs(&x, &o);
@@ -1053,7 +1085,7 @@ fn reports_hold_every_finished_test_after_ctrl_c() {
         );
     }
     let sandbox = Sandbox::fresh();
-    let args = no_randomly(&[
+    let args = zygote_plugins(&[
         "-v",
         "--html=report.html",
         "--self-contained-html",
@@ -1111,7 +1143,7 @@ fn a_crashed_test_reaches_the_plugins_as_under_xdist() {
         project
     };
     let (theirs, mine, sandbox) = (make("crash-xdist"), make("crash-ours"), Sandbox::fresh());
-    let args = no_randomly(&["--json-report", "--json-report-file=r.json"]);
+    let args = zygote_plugins(&["--json-report", "--json-report-file=r.json"]);
     let x = xdist(&theirs, &args).run();
     let o = ours(&sandbox, &mine, &args).run();
     let both = both_outputs(&x, &o);
