@@ -224,13 +224,18 @@ impl WorkerHandle for Worker {
     }
 
     fn last_output(&self, lines: usize) -> String {
-        [&self.log, &self.err_log]
-            .iter()
-            .map(|path| tail(path, lines))
-            .filter(|text| !text.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
+        last_output(&self.log, &self.err_log, lines)
     }
+}
+
+/// The last `lines` of a worker's stdout log and of its stderr log, for crash reports.
+pub(crate) fn last_output(log: &Path, err_log: &Path, lines: usize) -> String {
+    [log, err_log]
+        .iter()
+        .map(|path| tail(path, lines))
+        .filter(|text| !text.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Between fork and exec: the worker keeps `fds` (its socket, the run directory's lock), and

@@ -249,12 +249,7 @@ impl WorkerHandle for Forked {
     }
 
     fn last_output(&self, lines: usize) -> String {
-        [&self.log, &self.err_log]
-            .iter()
-            .map(|path| worker::tail(path, lines))
-            .filter(|text| !text.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
+        worker::last_output(&self.log, &self.err_log, lines)
     }
 }
 
