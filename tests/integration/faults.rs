@@ -893,11 +893,19 @@ fn worker_killed(case: &mut Case) {
     let pick = case.rng.range(0, 1) as usize;
     println!("  kill -9 of worker #{pick} (of those alive, by name) at {moment}");
     let mut live = case.start_until(&project, &tmpdir, moment);
-    // At a startup moment the workers may not be there yet.
+    // At a startup moment the workers may not be there yet; and a worker gw0 is forking
+    // (src/run/zygote.rs) is not one yet: its intermediate parent, or the fork itself until it
+    // holds its own log, is gw0's child or named as gw0. Workers are the supervisor's
+    // children, each with a name of its own.
+    let supervisor = live.pid();
     let deadline = Instant::now() + Duration::from_secs(60);
     let alive = loop {
-        let alive = workers_under(tmpdir.path());
-        if !alive.is_empty() {
+        let alive: Vec<(String, Pid)> = workers_under(tmpdir.path())
+            .into_iter()
+            .filter(|(_, pid)| parent_of(*pid) == Some(supervisor))
+            .collect();
+        let names: BTreeSet<&String> = alive.iter().map(|(n, _)| n).collect();
+        if !alive.is_empty() && names.len() == alive.len() {
             break alive;
         }
         assert!(
@@ -992,6 +1000,14 @@ fn worker_killed(case: &mut Case) {
     check_no_processes(&tmpdir, Duration::from_secs(10), &what);
     assert_no_run_dir(tmpdir.path(), &what);
     converge(&project, venv, &tmpdir, &what, &|_| {});
+}
+
+/// A process's parent (from /proc/PID/stat), while it exists.
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let ppid = after_name.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(ppid))
 }
 
 /// SIGINT of the supervisor: workers stop, what finished is recorded, exit 2.
