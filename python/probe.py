@@ -203,7 +203,8 @@ def plugin_module(plugin):
 
 def plugin_distributions(config):
     """The installed plugins (distributions with a pytest11 entry point) pytest loaded, but
-    testmon and xdist: with one, every worker is started on its own (src/run/zygote.rs)."""
+    testmon and xdist: the zygote is used only when each is one it is tested with
+    (src/run/zygote.rs FORK_SAFE)."""
     found = set()
     for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
         name = getattr(dist, "project_name", None) or dist.metadata["name"]
@@ -218,13 +219,8 @@ def controller_side(config):
     (one registers its controller part only as it configures: pytest-html), and the
     project's own plugins (conftest.py, -p) that implement a controller-side hook."""
     pluginmanager = config.pluginmanager
-    found = set()
-    from_distributions = set()
-    for plugin, dist in pluginmanager.list_plugin_distinfo():
-        from_distributions.add(id(plugin))
-        name = getattr(dist, "project_name", None) or dist.metadata["name"]
-        if name.lower().replace("_", "-") not in OWN_DISTRIBUTIONS:
-            found.add(name)
+    found = set(plugin_distributions(config))
+    from_distributions = {id(plugin) for plugin, _dist in pluginmanager.list_plugin_distinfo()}
     for plugin in pluginmanager.get_plugins():
         module = plugin_module(plugin) or ""
         if id(plugin) in from_distributions or module.startswith(

@@ -37,7 +37,8 @@ pub(crate) struct Facts {
     #[serde(default)]
     pub(crate) controller_side: Vec<String>,
     /// The installed pytest plugins loaded, testmon and xdist aside (python/probe.py
-    /// plugin_distributions): with one, no zygote (run::zygote).
+    /// plugin_distributions): the zygote only when each is one it is tested with
+    /// (run::zygote).
     #[serde(default)]
     pub(crate) plugin_distributions: Vec<String>,
     /// `-s` or live logging: the workers' output is streamed.
