@@ -27,8 +27,9 @@ pub(crate) trait WorkerHandle {
     fn try_exit(&mut self) -> Option<Exit>;
     /// The last lines it printed, for crash reports.
     fn last_output(&self, lines: usize) -> String;
-    /// A worker that never came to be (a fork gw0 never made, or that died before its
-    /// hello: run::zygote): started afresh in its place, not a crash.
+    /// Not yet a process of its own: a fork gw0 has not made, or that has not said hello
+    /// (run::zygote). Once its socket has closed it never will be: it is started afresh in
+    /// its place, not a crash.
     fn unborn(&self) -> bool {
         false
     }

@@ -573,14 +573,15 @@ impl<'a, W: WorkerHandle, S: Sink> Supervisor<'a, W, S> {
             }
         }
         for w in 0..self.slots.len() {
+            let slot = &self.slots[w];
+            if slot.closed && slot.running() && slot.worker.unborn() {
+                self.start_afresh(w);
+                continue;
+            }
             self.slots[w].poll_exit();
             let Some(exit) = self.slots[w].reapable() else {
                 continue;
             };
-            if self.slots[w].worker.unborn() {
-                self.start_afresh(w);
-                continue;
-            }
             self.slots[w].lifecycle = Lifecycle::Reaped;
             let error = match self.slots[w].finished {
                 None => Some(format!(

@@ -189,9 +189,7 @@ impl Worker {
             err_log: spec.err_log.clone(),
         })
     }
-}
 
-impl Worker {
     /// Its process id, which is also its process group's.
     pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -212,7 +210,7 @@ impl WorkerHandle for Worker {
     }
 
     fn signal(&self, signal: Signal) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), signal);
+        let _ = killpg(Pid::from_raw(self.pid()), signal);
     }
 
     fn try_exit(&mut self) -> Option<Exit> {

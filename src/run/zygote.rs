@@ -16,7 +16,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -157,23 +157,18 @@ impl Forks {
         for end in self.ends {
             drop(end.theirs);
             let pid = Arc::new(AtomicI32::new(0));
-            let closed = Arc::new(AtomicBool::new(false));
             let reader = end.ours.try_clone()?;
             let (index, events) = (end.index, events.clone());
-            let (pid_seen, closed_seen) = (pid.clone(), closed.clone());
+            let pid_seen = pid.clone();
             let name = worker::name(end.index);
             std::thread::Builder::new()
                 .name(format!("reader-{name}"))
-                .spawn(move || {
-                    worker::read_lines(index, reader, &events, Some(&pid_seen));
-                    closed_seen.store(true, Ordering::SeqCst);
-                })?;
+                .spawn(move || worker::read_lines(index, reader, &events, Some(&pid_seen)))?;
             handles.push(Forked {
                 stem: worker::stem(end.index, 0),
                 name,
                 writer: end.ours,
                 pid,
-                closed,
                 zygote,
                 log: end.log,
                 err_log: end.err_log,
@@ -190,8 +185,6 @@ pub(crate) struct Forked {
     writer: UnixStream,
     /// 0 until its hello.
     pid: Arc<AtomicI32>,
-    /// Its socket reached its end (every holder closed it).
-    closed: Arc<AtomicBool>,
     /// gw0's pid (and process group): the fork's group until it has its own.
     zygote: i32,
     log: PathBuf,
@@ -227,10 +220,8 @@ impl WorkerHandle for Forked {
     }
 
     fn try_exit(&mut self) -> Option<Exit> {
-        let Some(pid) = self.pid() else {
-            // Never forked, or died before its hello: see `unborn`.
-            return self.unborn().then_some(Exit::Code(-1));
-        };
+        // Not forked yet, or never (`unborn`): no process of its own to reap.
+        let pid = self.pid()?;
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
             Ok(WaitStatus::Signaled(_, signal, _)) => Some(Exit::Signal(signal as i32)),
@@ -245,7 +236,7 @@ impl WorkerHandle for Forked {
     }
 
     fn unborn(&self) -> bool {
-        self.pid().is_none() && self.closed.load(Ordering::SeqCst)
+        self.pid().is_none()
     }
 
     fn last_output(&self, lines: usize) -> String {
@@ -429,15 +420,14 @@ mod tests {
         assert_eq!(exit, Exit::Signal(9));
         assert!(child.try_wait().is_err(), "reaped by the handle");
 
-        // gw2 never came: its socket closes without a hello.
-        assert!(!handles[1].unborn());
+        // gw2 never came: no process of its own; its socket closes without a hello (the
+        // supervisor then starts it afresh: supervisor.rs).
+        assert!(handles[1].unborn());
         assert_eq!(handles[1].try_exit(), None);
         drop(theirs2);
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while !handles[1].unborn() {
-            assert!(Instant::now() < deadline, "the close never seen");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(handles[1].try_exit(), Some(Exit::Code(-1)));
+        let event = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(matches!(event, Event::Closed { worker: 2 }), "{event:?}");
+        assert!(handles[1].unborn());
+        assert_eq!(handles[1].try_exit(), None);
     }
 }
