@@ -739,8 +739,9 @@ class Zygote:
             os.close(fork["fd"])
 
     def become(self, worker, config, fork, others, parent):  # pylint: disable=too-many-arguments
-        """This fork becomes worker ``fork["name"]``. Until its hello, whatever fails ends it
-        at once (os._exit): the supervisor then starts that worker afresh."""
+        """This fork becomes worker ``fork["name"]``. It says hello first: until then whatever
+        fails ends it at once (os._exit) and the supervisor starts that worker afresh; from
+        its hello on it is that worker, and its crash is reported as a started worker's."""
         try:
             os.setpgid(0, 0)
             if not self.die_with_supervisor(parent):
@@ -751,31 +752,31 @@ class Zygote:
             worker.channel.sock.close()
             name = fork["name"]
             worker.name = name
-            os.environ.update(
-                TESTMON_RUN_WORKER=name,
-                TESTMON_RUN_FD=str(fork["fd"]),
-                PYTEST_XDIST_WORKER=name,
-                TESTMON_RUN_SPOOL=fork["spool"],
-                TESTMON_RUN_JUNIT=fork["junit"],
-            )
-            self.retarget_output(fork)
-            restart_capture(config)
-            if getattr(config.option, "xmlpath", None):
-                from _pytest import junitxml  # pylint: disable=import-outside-toplevel
-
-                config.option.xmlpath = private_file(fork["junit"])
-                xml = config.stash.get(junitxml.xml_key, None)
-                if xml is not None:
-                    xml.logfile = os.path.normpath(os.path.abspath(config.option.xmlpath))
-            worker.spool = None  # opened in this process, on its first write
-            data = getattr(config, "testmon_data", None)
-            if data is not None and worker.plan["testmon"]["active"]:
-                data.db = make_worker_db(worker, worker.plan["testmon"])
             worker.channel = Channel(fork["fd"])
-            config.add_cleanup(lambda: end_fork(worker))
             worker.channel.send(msg_hello(name, os.getpid()))
         except BaseException:  # pylint: disable=broad-except
             os._exit(70)  # pylint: disable=protected-access
+        os.environ.update(
+            TESTMON_RUN_WORKER=name,
+            TESTMON_RUN_FD=str(fork["fd"]),
+            PYTEST_XDIST_WORKER=name,
+            TESTMON_RUN_SPOOL=fork["spool"],
+            TESTMON_RUN_JUNIT=fork["junit"],
+        )
+        self.retarget_output(fork)
+        restart_capture(config)
+        if getattr(config.option, "xmlpath", None):
+            from _pytest import junitxml  # pylint: disable=import-outside-toplevel
+
+            config.option.xmlpath = private_file(fork["junit"])
+            xml = config.stash.get(junitxml.xml_key, None)
+            if xml is not None:
+                xml.logfile = os.path.normpath(os.path.abspath(config.option.xmlpath))
+        worker.spool = None  # opened in this process, on its first write
+        data = getattr(config, "testmon_data", None)
+        if data is not None and worker.plan["testmon"]["active"]:
+            data.db = make_worker_db(worker, worker.plan["testmon"])
+        config.add_cleanup(lambda: end_fork(worker))
         if worker.forwarding:
             # The controller's pytest_configure_node for this worker (plugins that read
             # workerinput while configuring saw gw0's).
