@@ -67,7 +67,7 @@ struct Seen {
     junit: String,
 }
 
-fn run(project: &Project, venv: Venv, zygote: bool) -> Seen {
+fn run(project: &Project, venv: Venv, zygote: bool, tmpdir: &std::path::Path) -> Seen {
     let imports = project.path("imports.log");
     let report = project.path("report.jsonl");
     let junit = project.path("junit.xml");
@@ -77,7 +77,10 @@ fn run(project: &Project, venv: Venv, zygote: bool) -> Seen {
     std::fs::remove_file(project.datafile()).ok();
     let junit_arg = format!("--junitxml={}", junit.display());
     let mut cmd = project.testmon_run(venv, &["-n", "3"], &[junit_arg.as_str()]);
-    cmd.env("ZYGOTE_IMPORTS", &imports)
+    // A TMPDIR of its own: pytest keeps the last 3 numbered tmp_path roots there and removes
+    // older ones, which would race with the workers of the previous runs' roots (a warning).
+    cmd.env("TMPDIR", tmpdir)
+        .env("ZYGOTE_IMPORTS", &imports)
         .env("ZYGOTE_REPORT", &report)
         .env("TESTMON_RUN_ZYGOTE", if zygote { "1" } else { "0" });
     let run = cmd.run();
@@ -99,7 +102,8 @@ fn gw0_collects_once_and_each_fork_is_a_worker_of_its_own() {
         let project = project();
         for zygote in [true, false] {
             let what = format!("{venv:?}, zygote {zygote}");
-            let seen = run(&project, venv, zygote);
+            let tmp = fresh_tmpdir();
+            let seen = run(&project, venv, zygote, tmp.path());
             let output = seen.run.output();
             assert_eq!(seen.run.code(), 1, "{what}\n{output}");
             assert_eq!(counts(&seen.run), "3 failed, 3 passed", "{what}\n{output}");
